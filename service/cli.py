@@ -1,0 +1,126 @@
+"""The ``ranktune`` command line. Bad input exits with code 2 and one line naming the problem."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from search.errors import RanktuneError
+from search.grid import DEFAULT_GRID, RankGrid
+
+app = typer.Typer(
+    name="ranktune",
+    help="Find LoRA rank schedules: which layers and modules deserve the ranks under a parameter budget.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Print ranktune's own errors as one line and exit 2; print warnings as one line each."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return command(*args, **kwargs)
+            except RanktuneError as e:
+                err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            finally:
+                for w in caught:
+                    if issubclass(w.category, UserWarning) and w.filename.find("transformers") < 0:
+                        err.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+    return wrapper
+
+
+class Strategy(StrEnum):
+    uniform = "uniform"
+    random = "random"
+
+
+class PlanFormat(StrEnum):
+    table = "table"
+    json = "json"
+    peft = "peft"
+
+
+@app.command()
+@user_errors
+def plan(
+    model: Annotated[
+        str, typer.Option(help="builtin:tiny-vlm, builtin:minilm, a local model dir or a hub id")
+    ],
+    budget_rank: Annotated[
+        int | None, typer.Option(help="Budget = params of uniform-rank LoRA on the searched sites")
+    ] = None,
+    budget_params: Annotated[int | None, typer.Option(help="Budget as an absolute parameter count")] = None,
+    grid: Annotated[str, typer.Option(help="Allowed ranks, comma-separated")] = ",".join(
+        map(str, DEFAULT_GRID)
+    ),
+    strategy: Annotated[Strategy, typer.Option(help="uniform baseline or a random hierarchical sample")] = (
+        Strategy.uniform
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for --strategy random")] = 0,
+    towers: Annotated[str | None, typer.Option(help="Only these towers, e.g. vision,language")] = None,
+    layer_groups: Annotated[int, typer.Option(help="Coarse layer groups per tower")] = 4,
+    format: Annotated[PlanFormat, typer.Option("--format", help="table, json (schedule) or peft")] = (
+        PlanFormat.table
+    ),
+) -> None:
+    """Plan a rank schedule for a model under a budget (no weights are loaded)."""
+    from search.peft_format import to_peft_config
+    from service.plan_view import print_schedule
+    from service.planning import make_plan
+
+    if budget_rank is None and budget_params is None:
+        raise RanktuneError("budget: pass --budget-rank R or --budget-params N")
+    result = make_plan(
+        model,
+        budget_rank=budget_rank,
+        budget_params=budget_params,
+        grid=RankGrid.parse(grid),
+        strategy=strategy.value,
+        seed=seed,
+        towers=[t.strip() for t in towers.split(",")] if towers else None,
+        layer_groups=layer_groups,
+    )
+    if format is PlanFormat.json:
+        sys.stdout.write(result.schedule.dumps() + "\n")
+    elif format is PlanFormat.peft:
+        sys.stdout.write(json.dumps(to_peft_config(result.schedule), indent=2) + "\n")
+    else:
+        print_schedule(out, result.schedule, result.budget, title=f"{model}: ")
+
+
+@app.command()
+@user_errors
+def demo() -> None:
+    """Plan builtin:tiny-vlm under a rank-8 budget and check the plan on a real PEFT model."""
+    from service.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Built-in offline models and tasks: nothing here downloads weights or data."""
