@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: built-in offline ones and the JSONL path real users take."""
