@@ -1,0 +1,48 @@
+"""Write adapters in PEFT's format: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+Every adapter, DMLoRA included, is written as the equivalent plain LoRA of its current rank:
+A = the stacked down-projections, B = the stacked up-projections rescaled so that PEFT's own
+scaling (alpha/r, or alpha/sqrt(r) with rsLoRA) reproduces ΔW exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from search.peft_format import to_peft_config
+from search.schedule import RankSchedule
+from trainer.adapters.inject import adapter_layers, effective_schedule
+
+
+@torch.no_grad()
+def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for name, layer in adapter_layers(model).items():
+        if layer.rank == 0:
+            continue
+        a, b, scale = layer.lora_factors()
+        peft_scale = layer.alpha.scaling_for(layer.rank)
+        state[f"base_model.model.{name}.lora_A.weight"] = a.detach().float().cpu().contiguous()
+        state[f"base_model.model.{name}.lora_B.weight"] = (
+            (b.detach().float() * (scale / peft_scale)).cpu().contiguous()
+        )
+    return state
+
+
+def save_peft_adapter(
+    model: nn.Module, template: RankSchedule, out_dir: str | Path, base_model: str | None = None
+) -> Path:
+    """Save the model's adapters so ``PeftModel.from_pretrained(base, out_dir)`` reproduces them."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = to_peft_config(effective_schedule(model, template))
+    config.pop("peft_type")
+    LoraConfig(base_model_name_or_path=base_model, **config).save_pretrained(str(out))
+    save_file(peft_state_dict(model), str(out / "adapter_model.safetensors"))
+    return out
