@@ -57,6 +57,16 @@ def build_space(
     return HierarchicalSpace(sites, budget, grid, layer_groups=layer_groups, alpha=alpha)
 
 
+def sites_for_search(model: str, task: str | None = None) -> tuple[AdapterSite, ...]:
+    """The adapter sites a search over ``model`` fine-tuned on ``task`` will adapt.
+
+    Built on the ``meta`` device: no weights are read. Imports torch lazily.
+    """
+    from trainer.sites import discover_sites
+
+    return discover_sites(model)
+
+
 def make_plan(
     model: str,
     *,

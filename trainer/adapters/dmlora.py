@@ -175,6 +175,8 @@ class DMLoraController:
                     param.grad = None
         for group in optimizer.param_groups:
             if group.get("name") == "adapters":
+                # The training loop multiplies its scheduled learning rate by ``lr_scale``.
+                group["lr_scale"] = self.options.stage2_branch_lr
                 group["lr"] = group["lr"] * self.options.stage2_branch_lr
 
     def finish(self) -> None:

@@ -1,0 +1,95 @@
+"""``ranktune train``: one fine-tune of a schedule with a progress bar; writes a PEFT adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from search.errors import ScheduleError
+from search.grid import RankGrid
+from search.peft_format import from_peft_config
+from search.schedule import RankSchedule
+from search.sites import AdapterSite
+
+
+def read_schedule(path: Path, sites: tuple[AdapterSite, ...]) -> RankSchedule:
+    """A ranktune schedule JSON, or a PEFT ``adapter_config.json`` (file or adapter directory)."""
+    source = path / "adapter_config.json" if path.is_dir() else path
+    try:
+        data = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ScheduleError(f"schedule: cannot read {source} ({e})") from e
+    if not isinstance(data, dict):
+        raise ScheduleError(f"schedule: {source} does not hold a JSON object")
+    if "sites" in data:
+        schedule = RankSchedule.from_json(data)
+        by_name = {s.name: s for s in sites}
+        for site in schedule.sites:
+            if by_name.get(site.name) != site:
+                raise ScheduleError(f"schedule: site {site.name} in {source} does not match the model")
+        return schedule
+    return from_peft_config(data, sites)
+
+
+def run_train(
+    console: Console,
+    *,
+    model: str,
+    task: str,
+    schedule_file: Path | None,
+    uniform_rank: int | None,
+    method_kind: str,
+    steps: int,
+    out: Path,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: str,
+    eval_every: int,
+) -> None:
+    from trainer.adapters import AdapterMethod
+    from trainer.adapters.export import save_peft_adapter
+    from trainer.proxy import ProxySettings, proxy_finetune
+    from trainer.sites import sites_of_model
+    from trainer.tasks.registry import load_task
+
+    if (schedule_file is None) == (uniform_rank is None):
+        raise ScheduleError("schedule: pass exactly one of --schedule FILE or --uniform-rank R")
+    settings = ProxySettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every)
+    method = AdapterMethod(method_kind)  # type: ignore[arg-type]
+    the_task = load_task(task, model)
+    sites = sites_of_model(the_task.build_model())
+    if schedule_file is not None:
+        schedule = read_schedule(schedule_file, sites)
+    else:
+        assert uniform_rank is not None
+        if uniform_rank < 1:
+            raise ScheduleError(f"--uniform-rank: must be >= 1, got {uniform_rank}", field="uniform_rank")
+        schedule = RankSchedule.uniform(sites, uniform_rank, RankGrid((0, uniform_rank)))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(f"{method.kind} on {task}", total=steps)
+
+        def on_step(step: int, loss: float) -> None:
+            progress.update(bar, completed=step, description=f"{method.kind} on {task} loss={loss:.3f}")
+
+        result = proxy_finetune(the_task, schedule, method, settings, device=device, on_step=on_step)
+    assert result.model is not None
+    save_peft_adapter(result.model, schedule, out, base_model=model)
+    (out / "ranktune_result.json").write_text(json.dumps(result.to_json(), indent=2))
+    (out / "ranktune_schedule.json").write_text(schedule.dumps())
+    table = Table(title=f"{task} on {model}", title_justify="left")
+    for column in ("metric", "value"):
+        table.add_column(column)
+    table.add_row(result.metric_name, f"{result.metric:.4f}")
+    table.add_row("adapter params", f"{result.adapter_params:,}")
+    table.add_row("trainable params", f"{result.trainable_params:,}")
+    table.add_row("steps", str(result.steps_done))
+    table.add_row("wall time", f"{result.wall_time_s:.1f} s")
+    table.add_row("peak memory", f"{result.peak_memory_bytes / 2**20:.0f} MiB")
+    console.print(table)
+    console.print(f"PEFT adapter written to {out}", highlight=False, soft_wrap=True)

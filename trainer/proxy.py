@@ -1,0 +1,288 @@
+"""The proxy fine-tune: one function from (task, schedule, method, settings) to a measured result.
+
+A full-length run is the same function with more steps. The loop is deliberately plain: seed,
+build, inject, then ``steps`` explicit optimizer steps with warmup + cosine learning rate, an
+evaluation every ``eval_every`` steps, and a callback that may answer "stop" or "resize".
+On CPU the run is bit-for-bit repeatable for a fixed seed; on CUDA it runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from search.schedule import RankSchedule
+from trainer.adapters import AdapterMethod
+from trainer.adapters.dmlora import DMLoraController, DMLoraLinear
+from trainer.adapters.inject import (
+    adapter_layers,
+    apply_resizes,
+    effective_schedule,
+    inject_adapters,
+    resize_adapters,
+)
+from trainer.errors import TrainingError
+from trainer.tasks.base import Batch, Task
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_batch_size: int = 256
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise TrainingError(
+                    f"proxy.{name}: must be a whole number >= 1, got {value!r}", field="proxy"
+                )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TrainingError(f"proxy.lr: must be a positive number, got {self.lr!r}", field="proxy")
+        if self.eval_every < 0:
+            raise TrainingError("proxy.eval_every: must be >= 0", field="proxy")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One point of the learning curve: training loss (mean since the last point) and val metric."""
+
+    step: int
+    loss: float
+    metric: float | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the callback sees at an evaluation point."""
+
+    step: int
+    total_steps: int
+    loss: float
+    metric: float
+    model: nn.Module
+
+    def site_statistics(self) -> dict[str, dict[str, float]]:
+        """Per-site adapter statistics (‖ΔW‖_F and rank) for dynamic re-allocation."""
+        stats = {}
+        with torch.no_grad():
+            for name, layer in adapter_layers(self.model).items():
+                norm = float(torch.linalg.matrix_norm(layer.delta_weight().float())) if layer.rank else 0.0
+                stats[name] = {"delta_norm": norm, "rank": float(layer.rank)}
+        return stats
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str = "stopped by callback"
+
+
+@dataclass(frozen=True)
+class Resize:
+    schedule: RankSchedule
+
+
+Directive = Stop | Resize | None
+Callback = Callable[[Checkpoint], Directive]
+
+
+@dataclass
+class ProxyResult:
+    metric_name: str
+    metric: float
+    curve: list[Measurement]
+    trainable_params: int
+    adapter_params: int
+    steps_done: int
+    wall_time_s: float
+    peak_memory_bytes: int
+    device: str
+    stopped: str | None = None
+    timeline: list[tuple[int, RankSchedule]] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric_name": self.metric_name,
+            "metric": self.metric,
+            "curve": [vars(m) for m in self.curve],
+            "trainable_params": self.trainable_params,
+            "adapter_params": self.adapter_params,
+            "steps_done": self.steps_done,
+            "wall_time_s": self.wall_time_s,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "device": self.device,
+            "stopped": self.stopped,
+            "timeline": [{"step": step, "schedule": s.to_json()} for step, s in self.timeline],
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device: {device!r} asked for, but CUDA is not available", field="device")
+    return resolved
+
+
+def lr_factor(step: int, settings: ProxySettings) -> float:
+    warmup = max(1, int(settings.warmup_fraction * settings.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, settings.steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(
+    model: nn.Module, task: Task, method: AdapterMethod, settings: ProxySettings
+) -> torch.optim.Optimizer:
+    heads = {id(p) for name in task.head_modules for p in model.get_submodule(name).parameters()}
+    scalars = [
+        layer.layer_scale for layer in adapter_layers(model).values() if isinstance(layer, DMLoraLinear)
+    ]
+    scalar_ids = {id(p) for p in scalars}
+    adapters = [p for p in model.parameters() if p.requires_grad and id(p) not in heads | scalar_ids]
+    groups: list[dict[str, Any]] = [{"params": adapters, "name": "adapters", "base_lr": settings.lr}]
+    if heads:
+        head_params = [p for p in model.parameters() if id(p) in heads]
+        groups.append({"params": head_params, "name": "heads", "base_lr": settings.lr})
+    if scalars:
+        groups.append({"params": scalars, "name": "scalars", "base_lr": method.dmlora.scalar_lr})
+    for group in groups:
+        group["lr"] = group["base_lr"]
+    return torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def _batches_on(device: torch.device, stream: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in stream:
+        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def proxy_finetune(
+    task: Task,
+    schedule: RankSchedule | None,
+    method: AdapterMethod | None = None,
+    settings: ProxySettings | None = None,
+    device: str = "cpu",
+    callback: Callback | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    eval_split: Literal["val", "test"] = "val",
+) -> ProxyResult:
+    """Fine-tune ``task``'s model with adapters per ``schedule`` (``None``: full fine-tuning baseline)."""
+    method = method or AdapterMethod()
+    settings = settings or ProxySettings()
+    target = resolve_device(device)
+    start = time.perf_counter()
+    seed_everything(settings.seed)
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target)
+    model = task.build_model()
+    if schedule is None:
+        for param in model.parameters():
+            param.requires_grad_(True)
+    else:
+        inject_adapters(model, schedule, method, trainable=task.head_modules)
+    model.to(target)
+    optimizer = build_optimizer(model, task, method, settings)
+    dmlora = [layer for layer in adapter_layers(model).values() if isinstance(layer, DMLoraLinear)]
+    controller = DMLoraController(dmlora, method.dmlora, settings.steps) if dmlora else None
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda"
+                else contextlib.nullcontext())  # fmt: skip
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    adapter_count = effective_schedule(model, schedule).parameter_count if schedule is not None else 0
+    trainable_count = sum(p.numel() for p in trainable)
+    curve: list[Measurement] = []
+    timeline = [(0, schedule)] if schedule is not None else []
+    stopped: str | None = None
+    losses: list[float] = []
+    stream = _batches_on(target, task.batches("train", settings.batch_size, settings.seed))
+    model.train()
+    step = 0
+    metric = float("nan")
+    for step in range(1, settings.steps + 1):
+        if controller is not None:
+            apply_resizes(optimizer, controller.on_step(step - 1, optimizer))
+        factor = lr_factor(step - 1, settings)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * group.get("lr_scale", 1.0) * factor
+        with autocast:
+            loss = task.loss(model, next(stream))
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged at step {step} (loss {float(loss)}); lower proxy.lr", field="proxy"
+            )
+        loss.backward()
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if settings.max_grad_norm > 0 and params:
+            nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
+        at_eval = step == settings.steps or (settings.eval_every and step % settings.eval_every == 0)
+        if not at_eval:
+            continue
+        with autocast:
+            metric = task.evaluate(model, eval_split, settings.eval_batch_size)
+        model.train()
+        curve.append(Measurement(step, sum(losses) / len(losses), metric))
+        losses = []
+        directive = (
+            callback(Checkpoint(step, settings.steps, curve[-1].loss, metric, model)) if callback else None
+        )
+        if isinstance(directive, Stop):
+            stopped = directive.reason
+            break
+        if isinstance(directive, Resize) and step < settings.steps:
+            resize_adapters(model, directive.schedule, method, optimizer)
+            timeline.append((step, directive.schedule))
+    if controller is not None:
+        controller.finish()
+    model.eval()
+    return ProxyResult(
+        metric_name=task.metric,
+        metric=metric,
+        curve=curve,
+        trainable_params=trainable_count,
+        adapter_params=adapter_count,
+        steps_done=step,
+        wall_time_s=time.perf_counter() - start,
+        peak_memory_bytes=_peak_memory(target),
+        device=str(target),
+        stopped=stopped,
+        timeline=timeline,
+        model=model,
+    )
