@@ -160,6 +160,78 @@ def demo() -> None:
     run_demo(out)
 
 
+db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (written straight to the database).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+
+class TokenRole(StrEnum):
+    admin = "admin"
+    user = "user"
+    worker = "worker"
+
+
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default RANKTUNE_HOST or 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RANKTUNE_PORT or 8600)")] = None,
+) -> None:
+    """Run the REST API server (refuses a database that is not migrated to the head)."""
+    from service.server import run_serve
+    from service.settings import Settings
+
+    settings = Settings()
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    run_serve(settings.model_copy(update=updates))
+
+
+@db_app.command("upgrade")
+@user_errors
+def db_upgrade() -> None:
+    """Apply every migration to the database at RANKTUNE_DATABASE_URL."""
+    from service.server import run_db_upgrade
+    from service.settings import Settings
+
+    run_db_upgrade(Settings(), err)
+
+
+@token_app.command("create")
+@user_errors
+def token_create(
+    role: Annotated[TokenRole, typer.Option(help="admin, user or worker")],
+    name: Annotated[str, typer.Option(help="A unique name, e.g. the person or the worker pool")],
+) -> None:
+    """Create a token and print it once on stdout."""
+    from service.server import run_token_create
+    from service.settings import Settings
+
+    run_token_create(Settings(), name, role.value, out, err)
+
+
+@token_app.command("revoke")
+@user_errors
+def token_revoke(name: Annotated[str, typer.Argument(help="The token's name")]) -> None:
+    """Revoke a token: requests carrying it get 401 from now on."""
+    from service.server import run_token_revoke
+    from service.settings import Settings
+
+    run_token_revoke(Settings(), name, err)
+
+
+@token_app.command("list")
+@user_errors
+def token_list() -> None:
+    """List tokens (names, roles, dates; never the tokens themselves)."""
+    from service.server import run_token_list
+    from service.settings import Settings
+
+    run_token_list(Settings(), out)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,128 @@
+"""Proposers: given a frozen search and its frozen trial history, choose the next schedule to try.
+
+The contract (the same for every strategy, so "tpe" and "perfmodel" plug in beside these two):
+
+- A ``Proposer`` receives a ``SearchContext`` (the space, the strategy's seed, the objective) and
+  a tuple of ``TrialRecord`` (every trial created so far, finished or not, oldest first). Both are
+  frozen: a proposer never mutates them and never touches a database or the network.
+- ``propose`` returns one ``Proposal``: a schedule inside the space's budget band and the seed the
+  proxy fine-tune must use. It is called with the search row locked, once per new trial, so it
+  must be quick (milliseconds) and deterministic for the same inputs.
+- Trial 0 is always the uniform baseline; ``propose_next`` enforces that before delegating, so a
+  strategy only ever sees numbers >= 1.
+- A proposer raises ``search.errors.RanktuneError`` for a problem a user can fix; anything else
+  is a bug.
+- A proposer that sets ``uses_history = False`` receives an empty ``trials`` tuple: the service
+  then skips decoding every past schedule (which grows with the search) under the search's lock.
+- Instances hold no state between calls: the service builds one per call, possibly in another
+  process than the last one. Anything a strategy learns must be recomputed from ``trials``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from search.errors import RanktuneError
+from search.schedule import RankSchedule
+from search.space import HierarchicalSpace
+
+TrialState = Literal["queued", "running", "succeeded", "failed", "pruned", "cancelled"]
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as a proposer sees it: what was tried and, once finished, how it did."""
+
+    number: int
+    state: TrialState
+    schedule: RankSchedule
+    proxy_seed: int
+    objective: float | None = None  # the objective metric of a succeeded trial
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed", "pruned", "cancelled")
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """The frozen part of a search a proposer may read."""
+
+    space: HierarchicalSpace
+    seed: int = 0
+    metric: str = "accuracy"
+    direction: Direction = "maximize"
+    max_trials: int = 1
+
+
+@dataclass(frozen=True)
+class Proposal:
+    schedule: RankSchedule
+    proxy_seed: int
+
+
+class Proposer(ABC):
+    """Chooses trial ``number``'s schedule from the search and its history."""
+
+    name: ClassVar[str]
+    uses_history: ClassVar[bool] = True
+
+    @abstractmethod
+    def propose(self, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]) -> Proposal:
+        """The proposal for trial ``number`` (>= 1); ``trials`` holds trials 0 … number-1."""
+
+
+class UniformProposer(Proposer):
+    """The uniform baseline again, with a fresh proxy seed: measures seed noise, not schedules."""
+
+    name = "uniform"
+    uses_history = False
+
+    def propose(self, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]) -> Proposal:
+        return Proposal(context.space.uniform(), context.seed + number)
+
+
+class RandomProposer(Proposer):
+    """A random hierarchical vector per trial; every trial trains with the same proxy seed."""
+
+    name = "random"
+    uses_history = False
+
+    def propose(self, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]) -> Proposal:
+        return Proposal(context.space.random(context.seed + number), context.seed)
+
+
+PROPOSERS: dict[str, type[Proposer]] = {p.name: p for p in (UniformProposer, RandomProposer)}
+
+
+def register(proposer: type[Proposer]) -> type[Proposer]:
+    """Make a strategy available by its ``name`` (usable as a class decorator)."""
+    PROPOSERS[proposer.name] = proposer
+    return proposer
+
+
+def strategy_names() -> tuple[str, ...]:
+    return tuple(sorted(PROPOSERS))
+
+
+def get_proposer(strategy: str) -> Proposer:
+    try:
+        return PROPOSERS[strategy]()
+    except KeyError:
+        raise RanktuneError(
+            f"strategy: {strategy!r} is not one of {', '.join(strategy_names())}", field="strategy"
+        ) from None
+
+
+def propose_next(
+    proposer: Proposer, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]
+) -> Proposal:
+    """Trial 0 is the uniform baseline with the search's seed; later trials follow the strategy."""
+    if number == 0:
+        return Proposal(context.space.uniform(), context.seed)
+    return proposer.propose(context, number, trials)

@@ -1,0 +1,37 @@
+"""Workers list (role: user) and API tokens (role: admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import AdminPrincipal, SessionDep, UserPrincipal
+from service.api.errors import ERROR_RESPONSES
+from service.db.repository import tokens
+from service.db.repository.workers import list_workers
+from service.schemas.admin import TokenCreate, TokenCreated, TokenList, TokenPublic, WorkerList, WorkerPublic
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+
+@router.get("/workers", tags=["workers"])
+def get_workers(session: SessionDep, _: UserPrincipal) -> WorkerList:
+    return WorkerList(workers=[WorkerPublic.model_validate(w) for w in list_workers(session)])
+
+
+@router.post("/tokens", status_code=201, tags=["tokens"])
+def create_token(body: TokenCreate, session: SessionDep, _: AdminPrincipal) -> TokenCreated:
+    """A new token; the answer is the only time it is shown."""
+    row, token = tokens.create_token(session, body.name, body.role)
+    return TokenCreated(
+        name=row.name, role=body.role, created_at=row.created_at, revoked_at=None, token=token
+    )
+
+
+@router.get("/tokens", tags=["tokens"])
+def list_tokens(session: SessionDep, _: AdminPrincipal) -> TokenList:
+    return TokenList(tokens=[TokenPublic.model_validate(t) for t in tokens.list_tokens(session)])
+
+
+@router.post("/tokens/{name}/revoke", tags=["tokens"])
+def revoke_token(name: str, session: SessionDep, _: AdminPrincipal) -> TokenPublic:
+    return TokenPublic.model_validate(tokens.revoke_token(session, name))

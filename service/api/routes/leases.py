@@ -1,0 +1,68 @@
+"""The worker side: claim a trial, heartbeat, complete, fail (role: worker)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from service.api.deps import MetricsDep, SessionDep, SettingsDep, WorkerPrincipal
+from service.api.errors import ERROR_RESPONSES
+from service.api.routes.searches import trial_public
+from service.db import leases
+from service.db.types import utcnow
+from service.schemas.leases import (
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Job,
+    ResultResponse,
+)
+
+router = APIRouter(prefix="/leases", tags=["leases"], responses=ERROR_RESPONSES)
+LeaseId = Annotated[str, Path(min_length=1, max_length=36)]
+
+
+@router.post(
+    "",
+    response_model=Job,
+    responses={204: {"description": "Nothing to do; ask again after Retry-After seconds"}},
+)
+def claim_lease(
+    body: ClaimRequest, session: SessionDep, settings: SettingsDep, metrics: MetricsDep, _: WorkerPrincipal
+) -> Job | Response:
+    """Claim the oldest queued trial: 200 with the whole job, or 204 with Retry-After."""
+    started = time.perf_counter()
+    leases.reap_expired(session, utcnow())
+    job = leases.claim(session, body.worker, settings.heartbeat_interval_s, utcnow())
+    metrics.claim_latency.observe(time.perf_counter() - started)
+    if job is None:
+        return Response(status_code=204, headers={"Retry-After": str(settings.idle_retry_after_s)})
+    return job
+
+
+@router.post("/{lease_id}/heartbeat")
+def heartbeat(
+    lease_id: LeaseId, body: HeartbeatRequest, session: SessionDep, _: WorkerPrincipal
+) -> HeartbeatResponse:
+    """Extend the lease and record progress; the answer says "continue" or "stop"."""
+    return leases.heartbeat(session, lease_id, body, utcnow())
+
+
+@router.post("/{lease_id}/complete")
+def complete(
+    lease_id: LeaseId, body: CompleteRequest, session: SessionDep, _: WorkerPrincipal
+) -> ResultResponse:
+    """Deliver the attempt's result; repeating it for the same attempt changes nothing."""
+    trial, search = leases.complete(session, lease_id, body, utcnow())
+    return ResultResponse(trial=trial_public(trial, False), search_state=search.state)
+
+
+@router.post("/{lease_id}/fail")
+def fail(lease_id: LeaseId, body: FailRequest, session: SessionDep, _: WorkerPrincipal) -> ResultResponse:
+    """Report a failed attempt; a retryable one is queued again while attempts remain."""
+    trial, search, requeued = leases.fail(session, lease_id, body, utcnow())
+    return ResultResponse(trial=trial_public(trial, False), search_state=search.state, requeued=requeued)

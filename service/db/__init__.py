@@ -1,0 +1,1 @@
+"""Database: typed SQLAlchemy models, engines, migrations and the repositories that commit."""

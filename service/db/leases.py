@@ -1,0 +1,410 @@
+"""The lease protocol, as named operations over SQL: claim, heartbeat, complete, fail, reap.
+
+- claim: PostgreSQL runs one ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``;
+  SQLite a compare-and-set ``UPDATE … WHERE id = :id AND state = 'queued'`` inside a write
+  transaction. Either way a queued trial goes to exactly one worker.
+- A trial's ``attempt`` counts its claims; a lease belongs to one attempt. Results for another
+  attempt are stale (409); a repeated result for the lease's own attempt changes nothing (200).
+- An expired lease puts its trial back in the queue until ``max_attempts``, then fails it.
+- Lock order, to stay deadlock-free on PostgreSQL: search, trial, lease, worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from service.db.engine import begin_write
+from service.db.models import Base, Lease, Measurement, Search, Trial
+from service.db.repository.searches import lock_search
+from service.db.repository.trials import top_up
+from service.db.repository.workers import touch_worker, upsert_worker, worker_finished_trial
+from service.errors import Conflict, InvalidInput, NotFound
+from service.schemas.leases import (
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Job,
+    MeasurementIn,
+    WorkerInfo,
+)
+from service.searching import stored_spec
+
+log = logging.getLogger("ranktune.leases")
+TRIALS = Base.metadata.tables["trials"]  # Core table: claims are plain SQL, no ORM bookkeeping
+_CLAIM_RETRIES = 5
+
+
+_CLAIMED = (
+    TRIALS.c.id,
+    TRIALS.c.search_id,
+    TRIALS.c.number,
+    TRIALS.c.attempt,
+    TRIALS.c.schedule,
+    TRIALS.c.proxy_seed,
+)
+
+
+def _claim_values(worker: WorkerInfo, now: datetime) -> dict[str, object]:
+    return {
+        "state": "running",
+        "attempt": TRIALS.c.attempt + 1,
+        "worker_name": worker.name,
+        "started_at": now,
+        "step": None,
+        "total_steps": None,
+    }
+
+
+def _claim_postgresql(session: Session, worker: WorkerInfo, now: datetime) -> Row | None:
+    oldest_queued = (
+        select(TRIALS.c.id)
+        .where(TRIALS.c.state == "queued")
+        .order_by(TRIALS.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(TRIALS)
+        .where(TRIALS.c.id == oldest_queued)
+        .values(**_claim_values(worker, now))
+        .returning(*_CLAIMED)
+    )
+    return session.execute(statement).first()
+
+
+def _claim_sqlite(session: Session, worker: WorkerInfo, now: datetime) -> Row | None:
+    for _ in range(_CLAIM_RETRIES):
+        trial_id = session.scalar(
+            select(TRIALS.c.id).where(TRIALS.c.state == "queued").order_by(TRIALS.c.id).limit(1)
+        )
+        if trial_id is None:
+            return None
+        statement = (
+            update(TRIALS)
+            .where(TRIALS.c.id == trial_id, TRIALS.c.state == "queued")
+            .values(**_claim_values(worker, now))
+            .returning(*_CLAIMED)
+        )
+        row = session.execute(statement).first()
+        if row is not None:
+            return row
+    return None
+
+
+def claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, now: datetime) -> Job | None:
+    """Give the oldest queued trial to ``worker``, or None when nothing is queued."""
+    begin_write(session)
+    if session.get_bind().dialect.name == "postgresql":
+        row = _claim_postgresql(session, worker, now)
+    else:
+        row = _claim_sqlite(session, worker, now)
+    if row is None:
+        upsert_worker(session, worker, now, current_trial_id=None)
+        session.commit()
+        return None
+    trial_id, search_id, number, attempt, schedule, proxy_seed = row
+    search = session.get(Search, search_id)
+    assert search is not None  # trials.search_id is a foreign key
+    lease = Lease(
+        id=str(uuid.uuid4()),
+        trial_id=trial_id,
+        attempt=attempt,
+        worker_id=upsert_worker(session, worker, now, current_trial_id=trial_id),
+        state="active",
+        created_at=now,
+        expires_at=now + timedelta(seconds=search.lease_ttl_s),
+    )
+    session.add(lease)
+    spec = stored_spec(search.spec)
+    job = Job(
+        lease_id=lease.id,
+        trial_id=trial_id,
+        search_id=search_id,
+        trial_number=number,
+        attempt=attempt,
+        model=spec.model,
+        task=spec.task,
+        method=spec.method.model_dump(mode="json"),
+        schedule=schedule,
+        proxy={**spec.proxy.model_dump(mode="json"), "seed": proxy_seed},
+        objective=spec.objective.model_dump(mode="json"),
+        heartbeat_interval_s=min(heartbeat_interval_s, search.lease_ttl_s / 3),
+        expires_at=lease.expires_at,
+    )
+    session.commit()
+    log.info(
+        "claimed attempt %d",
+        attempt,
+        extra={"action": "claim", "search": search_id, "trial": trial_id, "worker": worker.name},
+    )
+    return job
+
+
+@dataclass
+class _Locked:
+    search: Search
+    trial: Trial
+    lease: Lease
+
+
+def _lock(session: Session, lease_id: str, attempt: int) -> _Locked:
+    """Lease, trial and search of ``lease_id``, locked in the global order; checks the attempt."""
+    found = session.execute(
+        select(Lease.trial_id, Trial.search_id)
+        .join(Trial, Trial.id == Lease.trial_id)
+        .where(Lease.id == lease_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"lease_id: there is no lease {lease_id}", field="lease_id")
+    trial_id, search_id = found
+    search = lock_search(session, search_id)
+    trial = session.scalars(
+        select(Trial).where(Trial.id == trial_id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    lease = session.scalars(
+        select(Lease).where(Lease.id == lease_id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    if attempt != lease.attempt:
+        raise Conflict(
+            f"attempt: lease {lease_id} belongs to attempt {lease.attempt}, not {attempt}", field="attempt"
+        )
+    return _Locked(search, trial, lease)
+
+
+def _require_current(locked: _Locked) -> None:
+    """A result is accepted for the trial's latest attempt while it runs, or after its lease
+    expired if no other worker has claimed it since (the work is done; keep it)."""
+    trial, lease = locked.trial, locked.lease
+    if trial.attempt != lease.attempt:
+        raise Conflict(
+            f"attempt: {lease.attempt} is stale; trial {trial.id} is on attempt {trial.attempt}",
+            field="attempt",
+        )
+    if trial.state not in ("running", "queued") or lease.state not in ("active", "expired"):
+        raise Conflict(
+            f"attempt: trial {trial.id} is {trial.state} and lease {lease.id} is {lease.state}; "
+            "it takes no more results",
+            field="attempt",
+        )
+
+
+def heartbeat(session: Session, lease_id: str, body: HeartbeatRequest, now: datetime) -> HeartbeatResponse:
+    """Extend a live lease and store progress; answer "stop" when the attempt should end.
+
+    The hot path is one read and conditional updates (trial, then lease: the global lock order);
+    a cancel or reap that lands in between makes an update match nothing, and the re-read says stop.
+    """
+    begin_write(session)
+    found = session.execute(
+        select(Lease.trial_id, Lease.attempt, Lease.state, Lease.worker_id)
+        .add_columns(Trial.state, Trial.attempt, Search.id, Search.state, Search.lease_ttl_s)
+        .join(Trial, Trial.id == Lease.trial_id)
+        .join(Search, Search.id == Trial.search_id)
+        .where(Lease.id == lease_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"lease_id: there is no lease {lease_id}", field="lease_id")
+    trial_id, attempt, lease_state, worker_id, trial_state, trial_attempt, search_id, search_state, ttl = (
+        found
+    )
+    if body.attempt != attempt:
+        raise Conflict(
+            f"attempt: lease {lease_id} belongs to attempt {attempt}, not {body.attempt}", field="attempt"
+        )
+    reason = None
+    if search_state == "cancelled":
+        reason = "search cancelled"
+    elif lease_state != "active":
+        reason = f"lease is {lease_state}"
+    elif trial_state != "running" or trial_attempt != attempt:
+        reason = f"trial is {trial_state} on attempt {trial_attempt}"
+    if reason is None:
+        progress: dict[str, object] = {"step": body.step}
+        if body.total_steps is not None:
+            progress["total_steps"] = body.total_steps
+        if body.site_stats is not None:
+            progress["site_stats"] = body.site_stats
+        running = session.scalar(
+            update(TRIALS)
+            .where(TRIALS.c.id == trial_id, TRIALS.c.state == "running", TRIALS.c.attempt == attempt)
+            .values(**progress)
+            .returning(TRIALS.c.id)
+        )
+        expires_at = session.scalar(
+            update(Lease)
+            .where(Lease.id == lease_id, Lease.state == "active")
+            .values(expires_at=now + timedelta(seconds=ttl))
+            .returning(Lease.expires_at)
+            .execution_options(synchronize_session=False)
+        )
+        if running is None or expires_at is None:
+            session.rollback()  # cancelled or reaped in between: read again, which now says stop
+            return heartbeat(session, lease_id, body, now)
+        _store_measurements(session, trial_id, attempt, body.measurements, now)
+        touch_worker(session, worker_id, now)
+        session.commit()
+        return HeartbeatResponse(action="continue", expires_at=expires_at)
+    session.execute(
+        update(Lease)
+        .where(Lease.id == lease_id, Lease.state == "active")
+        .values(state="stopped", ended_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    worker_finished_trial(session, worker_id, trial_id, done=False, now=now)
+    session.commit()
+    log.info(reason, extra={"action": "stop", "search": search_id, "trial": trial_id})
+    return HeartbeatResponse(action="stop", expires_at=None, reason=reason)
+
+
+def _store_measurements(
+    session: Session, trial_id: int, attempt: int, measurements: list[MeasurementIn], now: datetime
+) -> None:
+    """Insert the measurements whose step is new for this attempt (a resent heartbeat adds nothing)."""
+    if not measurements:
+        return
+    steps = {m.step for m in measurements}
+    known = set(
+        session.scalars(
+            select(Measurement.step).where(
+                Measurement.trial_id == trial_id, Measurement.attempt == attempt, Measurement.step.in_(steps)
+            )
+        )
+    )
+    fresh = {m.step: m for m in measurements if m.step not in known}  # the last of repeated steps wins
+    session.add_all(
+        Measurement(
+            trial_id=trial_id, attempt=attempt, step=m.step, loss=m.loss, metric=m.metric, created_at=now
+        )
+        for m in fresh.values()
+    )
+
+
+def complete(session: Session, lease_id: str, body: CompleteRequest, now: datetime) -> tuple[Trial, Search]:
+    """Record a trial's result; idempotent for the lease's own attempt."""
+    begin_write(session)
+    locked = _lock(session, lease_id, body.attempt)
+    search, trial, lease = locked.search, locked.trial, locked.lease
+    metric = search.objective_metric
+    if metric not in body.metrics:
+        raise InvalidInput(
+            f"metrics.{metric}: the objective metric is missing",
+            field=f"metrics.{metric}",
+            loc=("metrics", metric),
+        )
+    if lease.state == "completed":
+        session.rollback()
+        return trial, search
+    _require_current(locked)
+    trial.state = "succeeded"
+    trial.objective = body.metrics[metric]
+    trial.metrics = dict(body.metrics)
+    trial.curve = [m.model_dump() for m in body.curve]
+    trial.timeline = list(body.timeline)
+    trial.trainable_params = body.trainable_params
+    trial.adapter_params = body.adapter_params
+    trial.wall_time_s = body.wall_time_s
+    trial.peak_memory_bytes = body.peak_memory_bytes
+    trial.device = body.device
+    trial.reason = None
+    trial.finished_at = now
+    lease.state, lease.ended_at = "completed", now
+    worker_finished_trial(session, lease.worker_id, trial.id, done=True, now=now)
+    top_up(session, search, now)
+    session.commit()
+    log.info(
+        "%s=%g",
+        metric,
+        trial.objective,
+        extra={"action": "complete", "search": search.id, "trial": trial.id, "worker": trial.worker_name},
+    )
+    return trial, search
+
+
+def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> tuple[Trial, Search, bool]:
+    """Record a failed attempt: requeue it when retryable and attempts remain, else fail the trial."""
+    begin_write(session)
+    locked = _lock(session, lease_id, body.attempt)
+    search, trial, lease = locked.search, locked.trial, locked.lease
+    if lease.state == "failed":
+        session.rollback()
+        return trial, search, trial.state == "queued"
+    _require_current(locked)
+    requeue = body.retryable and trial.attempt < trial.max_attempts
+    trial.reason = body.reason
+    if requeue:
+        trial.state, trial.step, trial.worker_name = "queued", None, None
+    else:
+        trial.state, trial.finished_at = "failed", now
+    lease.state, lease.ended_at = "failed", now
+    worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
+    top_up(session, search, now)
+    session.commit()
+    log.info(
+        "attempt %d failed (%s): %s",
+        lease.attempt,
+        "requeued" if requeue else "final",
+        body.reason,
+        extra={"action": "fail", "search": search.id, "trial": trial.id, "worker": trial.worker_name},
+    )
+    return trial, search, requeue
+
+
+def reap_expired(session: Session, now: datetime) -> int:
+    """Expire every active lease past its ``expires_at``; returns how many were expired."""
+    expired = session.execute(
+        select(Trial.search_id, Lease.trial_id, Lease.id)
+        .join(Trial, Trial.id == Lease.trial_id)
+        .where(Lease.state == "active", Lease.expires_at < now)
+    ).all()
+    session.rollback()  # end the read; SQLite needs the write transaction to start afresh
+    if not expired:
+        return 0
+    begin_write(session)
+    reaped = 0
+    touched: dict[int, Search] = {}
+    for search_id, trial_id, lease_id in sorted(expired):
+        search = touched.get(search_id) or lock_search(session, search_id)
+        touched[search_id] = search
+        trial = session.get(Trial, trial_id, with_for_update=True, populate_existing=True)
+        lease = session.get(Lease, lease_id, with_for_update=True, populate_existing=True)
+        assert trial is not None and lease is not None
+        if lease.state != "active" or lease.expires_at >= now:
+            continue  # another replica reaped it, or a heartbeat just extended it
+        _expire(session, search, trial, lease, now)
+        reaped += 1
+    for search in touched.values():
+        top_up(session, search, now)
+    session.commit()
+    return reaped
+
+
+def _expire(session: Session, search: Search, trial: Trial, lease: Lease, now: datetime) -> None:
+    lease.state, lease.ended_at = "expired", now
+    worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
+    if trial.state != "running" or trial.attempt != lease.attempt:
+        return
+    session.flush()
+    times = session.scalar(
+        select(func.count()).select_from(Lease).where(Lease.trial_id == trial.id, Lease.state == "expired")
+    )
+    if trial.attempt >= trial.max_attempts:
+        trial.state, trial.finished_at = "failed", now
+        trial.reason = (
+            f"lease expired {times} time{'s' if times != 1 else ''} (max_attempts {trial.max_attempts})"
+        )
+    else:
+        trial.state, trial.step, trial.worker_name = "queued", None, None
+        trial.reason = f"lease of attempt {lease.attempt} expired"
+    log.warning(
+        trial.reason,
+        extra={"action": "reap", "search": search.id, "trial": trial.id, "worker": lease.worker_id},
+    )

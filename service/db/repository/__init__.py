@@ -1,0 +1,1 @@
+"""Repository functions: the only code that commits. Routes stay thin and call these."""

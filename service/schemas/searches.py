@@ -1,0 +1,98 @@
+"""What the API answers about searches and trials."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from service.schemas.common import PublicModel
+
+SearchState = Literal["running", "finished", "cancelled", "failed"]
+TrialState = Literal["queued", "running", "succeeded", "failed", "pruned", "cancelled"]
+
+
+class TrialCounts(PublicModel):
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    pruned: int = 0
+    cancelled: int = 0
+
+
+class SearchPublic(PublicModel):
+    id: int
+    name: str
+    state: SearchState
+    model: str
+    task: str
+    strategy: str
+    spec: dict[str, Any] = Field(description="The submitted spec with every default filled in")
+    budget_params: int
+    budget_rank: int | None
+    site_count: int = Field(description="Adapter sites the model has (before tower selection)")
+    max_trials: int
+    parallelism: int
+    trials: TrialCounts
+    best_trial_id: int | None
+    reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class SearchList(PublicModel):
+    searches: list[SearchPublic]
+
+
+class TrialPublic(PublicModel):
+    id: int
+    search_id: int
+    number: int
+    kind: str
+    state: TrialState
+    attempt: int
+    max_attempts: int
+    parameter_count: int
+    proxy_seed: int
+    objective: float | None
+    metrics: dict[str, Any] | None
+    curve: list[Any] | None
+    step: int | None
+    total_steps: int | None
+    trainable_params: int | None
+    adapter_params: int | None
+    wall_time_s: float | None
+    peak_memory_bytes: int | None
+    device: str | None
+    worker_name: str | None
+    reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    schedule: dict[str, Any] | None = Field(description="RankSchedule JSON; omitted in lists unless asked")
+
+
+class TrialList(PublicModel):
+    trials: list[TrialPublic]
+
+
+class Objective(PublicModel):
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+
+class BestTrial(PublicModel):
+    search_id: int
+    search_state: SearchState
+    objective: Objective
+    trial: TrialPublic
+
+
+class PeftExport(PublicModel):
+    search_id: int
+    trial_id: int
+    trial_number: int
+    objective: float | None
+    peft_config: dict[str, Any] = Field(description="peft.LoraConfig(**peft_config without peft_type)")

@@ -1,0 +1,108 @@
+"""The search spec a user submits. Every level forbids unknown fields, so a typo is a 422 naming it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from search.errors import GridError
+from search.grid import DEFAULT_GRID, RankGrid
+from search.sites import Tower
+from search.strategies import strategy_names
+from service.schemas.common import FiniteJson, Name, StrictModel
+
+Spec = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class MethodSpec(StrictModel):
+    kind: Literal["lora", "dmlora"] = "lora"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dmlora: dict[str, FiniteJson] = Field(
+        default_factory=dict, description="DMLoRA options, checked by the trainer"
+    )
+
+    @model_validator(mode="after")
+    def dmlora_options_need_dmlora(self) -> Self:
+        if self.dmlora and self.kind != "dmlora":
+            raise ValueError("method.dmlora: options are only allowed with kind 'dmlora'")
+        return self
+
+
+class BudgetSpec(StrictModel):
+    """Exactly one: uniform rank ``rank`` on the searched sites, or an absolute ``params`` count."""
+
+    rank: int | None = Field(default=None, ge=1, le=4096)
+    params: int | None = Field(default=None, ge=1, le=10**12)
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> Self:
+        if (self.rank is None) == (self.params is None):
+            raise ValueError('budget: give exactly one of {"rank": R} or {"params": N}')
+        return self
+
+
+class SpaceSpec(StrictModel):
+    grid: list[int] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1, max_length=64)
+    towers: list[Tower] | None = Field(default=None, min_length=1, description="None: every tower")
+    layer_groups: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("grid")
+    @classmethod
+    def grid_is_valid(cls, grid: list[int]) -> list[int]:
+        try:
+            return list(RankGrid(tuple(grid)).values)
+        except GridError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("towers")
+    @classmethod
+    def towers_unique(cls, towers: list[Tower] | None) -> list[Tower] | None:
+        if towers is not None and len(set(towers)) != len(towers):
+            raise ValueError("space.towers: a tower is listed twice")
+        return towers
+
+
+class ProxySpec(StrictModel):
+    steps: int = Field(default=200, ge=1, le=1_000_000)
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    eval_every: int = Field(default=50, ge=0, le=1_000_000)
+
+
+class ObjectiveSpec(StrictModel):
+    metric: str = Field(default="accuracy", pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class SearchCreate(StrictModel):
+    name: Name
+    model: Spec
+    task: Spec
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(rank=8))
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    strategy: str = "random"
+    max_trials: int = Field(default=24, ge=1, le=10_000)
+    parallelism: int = Field(default=4, ge=1, le=1_024)
+    proxy: ProxySpec = Field(default_factory=ProxySpec)
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    lease_ttl_s: float | None = Field(
+        default=None, ge=1.0, le=7 * 86_400, description="Default: the server's RANKTUNE_LEASE_TTL_S"
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def known_strategy(cls, strategy: str) -> str:
+        if strategy not in strategy_names():
+            raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(strategy_names())}")
+        return strategy
+
+    @field_validator("model", "task")
+    @classmethod
+    def not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value

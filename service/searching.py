@@ -1,0 +1,125 @@
+"""From a submitted spec to adapter sites and a search space, and from a stored search back to the
+frozen values a proposer reads. No database access here: repositories call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from search.errors import RanktuneError
+from search.grid import RankGrid
+from search.sites import AdapterSite
+from search.space import HierarchicalSpace
+from search.strategies import SearchContext
+from service.errors import InvalidInput
+from service.planning import build_space, select_towers, sites_for_search
+from service.schemas.spec import SearchCreate
+
+log = logging.getLogger("ranktune.search")
+
+# Where a search/ error's ``field`` lives in the spec a user submitted.
+SPEC_PATHS = {
+    "grid": "space.grid",
+    "towers": "space.towers",
+    "space": "space",
+    "alpha": "space",
+    "sites": "model",
+    "schedule": "model",
+    "vector": "space",
+}
+
+# Built-in models never change while the process runs; discovery imports torch once (seconds).
+_BUILTIN_SITES: dict[str, tuple[AdapterSite, ...]] = {}
+_BUILTIN_LOCK = threading.Lock()
+
+
+def spec_error(error: RanktuneError) -> InvalidInput:
+    """The error as a 422 on the spec field it is about.
+
+    search/ errors start with the path of what is wrong ("budget.rank: …", "grid: …"); when that
+    path begins with the error's ``field`` it is the more precise location.
+    """
+    field = error.field or "spec"
+    prefix = str(error).split(":", 1)[0]
+    path = prefix if re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", prefix) and prefix.split(".")[0] == field else field
+    head, *rest = path.split(".")
+    return InvalidInput(str(error), field=".".join([SPEC_PATHS.get(head, head), *rest]))
+
+
+def discover_sites(model: str, task: str) -> tuple[AdapterSite, ...]:
+    """Every adapter site of ``model``; a model that cannot be resolved or built is a 422 on ``model``."""
+    cacheable = model.startswith("builtin:")
+    if cacheable and model in _BUILTIN_SITES:
+        return _BUILTIN_SITES[model]
+    try:
+        sites = sites_for_search(model, task)
+    except RanktuneError as e:
+        raise spec_error(e) from e
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError, AttributeError) as e:
+        # Building an arbitrary model from its config can fail in many ways; all of them mean the
+        # model the user named is unusable, which is their input, not our bug.
+        log.warning("site discovery failed for model %r", model, exc_info=True)
+        raise InvalidInput(
+            f"model: cannot build {model!r} to find its adapter sites ({type(e).__name__}: {e})",
+            field="model",
+        ) from e
+    if cacheable:
+        with _BUILTIN_LOCK:
+            _BUILTIN_SITES[model] = sites
+    return sites
+
+
+def build_search_space(spec: SearchCreate, sites: tuple[AdapterSite, ...]) -> HierarchicalSpace:
+    try:
+        chosen = select_towers(sites, spec.space.towers)
+        return build_space(
+            chosen,
+            budget_rank=spec.budget.rank,
+            budget_params=spec.budget.params,
+            grid=RankGrid(tuple(spec.space.grid)),
+            layer_groups=spec.space.layer_groups,
+        )
+    except RanktuneError as e:
+        raise spec_error(e) from e
+
+
+@dataclass(frozen=True)
+class PreparedSearch:
+    """A validated spec (every default filled in), the model's sites and the space they span."""
+
+    spec: SearchCreate
+    sites: tuple[AdapterSite, ...]
+    space: HierarchicalSpace
+
+    def spec_json(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")
+
+
+def prepare_search(spec: SearchCreate, default_lease_ttl_s: float) -> PreparedSearch:
+    """Discover sites and build the space before any row is written: a bad spec fails here."""
+    if spec.lease_ttl_s is None:
+        spec = spec.model_copy(update={"lease_ttl_s": default_lease_ttl_s})
+    sites = discover_sites(spec.model, spec.task)
+    return PreparedSearch(spec, sites, build_search_space(spec, sites))
+
+
+def stored_spec(spec: dict[str, Any]) -> SearchCreate:
+    return SearchCreate.model_validate(spec)
+
+
+def stored_space(spec: dict[str, Any], sites: list[Any]) -> HierarchicalSpace:
+    return build_search_space(stored_spec(spec), tuple(AdapterSite.from_json(s) for s in sites))
+
+
+def search_context(spec: SearchCreate, space: HierarchicalSpace) -> SearchContext:
+    return SearchContext(
+        space=space,
+        seed=spec.proxy.seed,
+        metric=spec.objective.metric,
+        direction=spec.objective.direction,
+        max_trials=spec.max_trials,
+    )

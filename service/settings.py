@@ -1,0 +1,67 @@
+"""The one place configuration comes from: environment variables ``RANKTUNE_*``."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    """The embedded SQLite database under the user's data directory."""
+    from platformdirs import user_data_dir
+
+    return f"sqlite:///{Path(user_data_dir('ranktune')) / 'ranktune.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RANKTUNE_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8600, ge=0, le=65535)
+    reap_interval_s: float = Field(default=5.0, description="Seconds between expired-lease sweeps; 0 = off")
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    lease_ttl_s: float = Field(default=120.0, gt=0, description="Default lease lifetime of a search")
+    idle_retry_after_s: int = Field(default=2, ge=1, description="Retry-After when no trial is queued")
+    request_threads: int = Field(
+        default=40, ge=1, le=1000, description="Threads serving requests at once (the database work)"
+    )
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_default_database(self) -> bool:
+        return self.database_url == default_database_url()
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]

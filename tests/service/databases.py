@@ -1,0 +1,130 @@
+"""Real databases for the service tests: a migrated template per backend and test session, and a
+fresh copy of it per test (SQLite: a file copy; PostgreSQL: ``CREATE DATABASE … TEMPLATE``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from service.db.engine import make_engine
+from service.db.migrate import upgrade
+from service.db.models import Base
+from service.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "RANKTUNE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def postgres_available() -> str | None:
+    """None when the test PostgreSQL answers, else why not."""
+    engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return None
+    except OperationalError as e:
+        return f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable ({e.__class__.__name__})"
+    finally:
+        engine.dispose()
+
+
+def migrate(url: str) -> None:
+    engine = make_engine(Settings(database_url=url))
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+class PostgresDatabases:
+    """Creates ``ranktune_test_<random>_*`` databases and drops every one of them at the end."""
+
+    def __init__(self) -> None:
+        self.prefix = f"ranktune_test_{secrets.token_hex(4)}"
+        self.admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+        self._template: str | None = None
+
+    def url(self, name: str) -> str:
+        return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def create(self, suffix: str, template: str | None = None) -> str:
+        name = f"{self.prefix}_{suffix}"
+        with self.admin.connect() as connection:
+            clause = f" TEMPLATE {template}" if template else ""
+            connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+        self.created.append(name)
+        return name
+
+    def drop(self, name: str) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if name in self.created:
+            self.created.remove(name)
+
+    def template(self) -> str:
+        """A database migrated to head, copied by ``fresh`` (migrating once is faster)."""
+        if self._template is None:
+            name = self.create("template")
+            migrate(self.url(name))
+            self._template = name
+        return self._template
+
+    @contextmanager
+    def fresh(self, migrated: bool = True) -> Iterator[str]:
+        name = self.create(secrets.token_hex(4), self.template() if migrated else None)
+        try:
+            yield self.url(name)
+        finally:
+            self.drop(name)
+
+    def close(self) -> None:
+        for name in list(self.created):
+            self.drop(name)
+        self.admin.dispose()
+
+
+class SqliteDatabases:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._template: Path | None = None
+
+    def template(self) -> Path:
+        if self._template is None:
+            path = self.root / "template.db"
+            migrate(f"sqlite:///{path}")
+            self._template = path
+        return self._template
+
+    @contextmanager
+    def fresh(self, migrated: bool = True) -> Iterator[str]:
+        path = self.root / f"{secrets.token_hex(4)}.db"
+        if migrated:
+            shutil.copyfile(self.template(), path)
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Rows per table, read through a separate engine."""
+    engine = make_engine(Settings(database_url=url))
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: int(connection.scalar(select(func.count()).select_from(table)) or 0)
+                for table in Base.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()

@@ -1,0 +1,126 @@
+"""Bearer tokens and roles: the matrix of endpoints × callers, open mode, token hygiene."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.app import create_app
+from service.db.models import ApiToken
+from service.db.repository.tokens import create_token, revoke_token
+from tests.service.api import WORKER, Api, make_settings, spec
+
+LEASE = "00000000-0000-0000-0000-000000000000"
+# (method, path, body, the role the endpoint needs)
+ENDPOINTS: list[tuple[str, str, Any, str]] = [
+    ("POST", "/searches", spec(), "user"),
+    ("GET", "/searches", None, "user"),
+    ("GET", "/searches/1", None, "user"),
+    ("POST", "/searches/1/cancel", None, "user"),
+    ("GET", "/searches/1/trials", None, "user"),
+    ("GET", "/searches/1/best", None, "user"),
+    ("GET", "/searches/1/export/peft", None, "user"),
+    ("GET", "/workers", None, "user"),
+    ("POST", "/leases", {"worker": WORKER}, "worker"),
+    ("POST", f"/leases/{LEASE}/heartbeat", {"attempt": 1, "step": 1}, "worker"),
+    ("POST", f"/leases/{LEASE}/complete", {"attempt": 1, "metrics": {"accuracy": 0.5}}, "worker"),
+    ("POST", f"/leases/{LEASE}/fail", {"attempt": 1, "reason": "x"}, "worker"),
+    ("POST", "/tokens", {"name": "new", "role": "user"}, "admin"),
+    ("GET", "/tokens", None, "admin"),
+    ("POST", "/tokens/nobody/revoke", None, "admin"),
+]
+ALLOWED = {"admin": {"admin", "user", "worker"}, "user": {"user"}, "worker": {"worker"}}
+
+
+@pytest.fixture
+def tokens(app: FastAPI) -> dict[str, str]:
+    with app.state.sessions() as session:
+        made = {role: create_token(session, f"{role}-token", role)[1] for role in ("admin", "user", "worker")}
+        made["revoked"] = create_token(session, "old-token", "admin")[1]
+        revoke_token(session, "old-token")
+    return made
+
+
+def call(api: Api, token: str | None, method: str, path: str, body: Any) -> int:
+    return api.with_token(token).request(method, f"/api/v1{path}", body).status_code
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needs"), ENDPOINTS)
+def test_auth_matrix(api: Api, tokens: dict[str, str], method: str, path: str, body: Any, needs: str) -> None:
+    assert call(api, None, method, path, body) == 401
+    assert call(api, tokens["revoked"], method, path, body) == 401
+    assert call(api, "rt_" + "x" * 43, method, path, body) == 401
+    for role in ("user", "worker"):
+        status = call(api, tokens[role], method, path, body)
+        if needs in ALLOWED[role]:
+            assert status not in (401, 403), (role, status)
+        else:
+            assert status == 403, (role, status)
+    assert call(api, tokens["admin"], method, path, body) not in (401, 403)
+
+
+def test_errors_name_the_header(api: Api, tokens: dict[str, str]) -> None:
+    missing = api.request("GET", "/api/v1/searches")
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    assert missing.json()["detail"][0]["loc"] == ["header", "Authorization"]
+    basic = api.client.get("/api/v1/searches", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert basic.status_code == 401 and "Bearer" in basic.json()["detail"][0]["msg"]
+    revoked = api.with_token(tokens["revoked"]).get("/searches")
+    assert "revoked" in revoked.json()["detail"][0]["msg"]
+    wrong = api.with_token(tokens["worker"]).get("/searches")
+    assert wrong.status_code == 403 and "worker" in wrong.json()["detail"][0]["msg"]
+
+
+def test_unauthenticated_bad_body_is_401_not_422(api: Api, tokens: dict[str, str]) -> None:
+    assert api.post("/searches", {"nonsense": True}).status_code == 401
+
+
+def test_health_and_metrics_need_no_token(api: Api, tokens: dict[str, str]) -> None:
+    for path in ("/healthz", "/metrics", "/api/v1/healthz", "/api/v1/metrics"):
+        assert api.request("GET", path).status_code == 200, path
+    assert api.request("GET", "/healthz").json()["open_mode"] is False
+
+
+def test_tokens_are_stored_hashed(app: FastAPI, tokens: dict[str, str]) -> None:
+    with app.state.sessions() as session:
+        hashes = set(session.scalars(select(ApiToken.token_hash)))
+    for token in tokens.values():
+        assert token.startswith("rt_") and len(token) == 46
+        assert hashlib.sha256(token.encode()).hexdigest() in hashes and token not in hashes
+
+
+def test_admin_creates_lists_and_revokes_tokens_over_rest(api: Api, tokens: dict[str, str]) -> None:
+    admin = api.with_token(tokens["admin"])
+    created = admin.post("/tokens", {"name": "ci", "role": "worker"})
+    assert created.status_code == 201
+    new = created.json()["token"]
+    assert api.with_token(new).post("/leases", {"worker": WORKER}).status_code == 204
+    assert admin.post("/tokens", {"name": "ci", "role": "user"}).status_code == 409
+    assert admin.post("/tokens", {"name": "x", "role": "root"}).json()["detail"][0]["loc"] == ["body", "role"]
+    listed = admin.get("/tokens").json()["tokens"]
+    assert {t["name"] for t in listed} == {"admin-token", "user-token", "worker-token", "old-token", "ci"}
+    assert all("token" not in t for t in listed)
+    assert admin.post("/tokens/ci/revoke").json()["revoked_at"] is not None
+    assert api.with_token(new).post("/leases", {"worker": WORKER}).status_code == 401
+
+
+def test_open_mode_on_loopback_without_tokens(api: Api, app: FastAPI) -> None:
+    assert api.get("/searches").status_code == 200
+    assert api.request("GET", "/healthz").json()["open_mode"] is True
+    with app.state.sessions() as session:
+        create_token(session, "first", "user")
+    assert api.get("/searches").status_code == 401, "open mode ends with the first token"
+    with app.state.sessions() as session:
+        revoke_token(session, "first")
+    assert api.get("/searches").status_code == 200, "and comes back when every token is revoked"
+
+
+def test_no_open_mode_off_loopback(database_url: str) -> None:
+    app = create_app(make_settings(database_url, host="0.0.0.0"))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/searches").status_code == 401

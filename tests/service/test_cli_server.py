@@ -1,0 +1,75 @@
+"""Server-side CLI: ``serve`` refuses what it must, ``db upgrade``, ``token create|list|revoke``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from service.app import create_app
+from service.cli import app
+from tests.service.api import WORKER, make_settings
+
+RANKTUNE = str(Path(sys.executable).parent / "ranktune")
+runner = CliRunner()
+
+
+def ranktune(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RANKTUNE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = ranktune("serve", "--port", "0", env={"RANKTUNE_DATABASE_URL": url})
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "`ranktune db upgrade`" in lines[0] and "fresh.db" in lines[0]
+
+
+def test_db_upgrade_then_serve_refuses_a_public_host_without_tokens(tmp_path: Path) -> None:
+    env = {"RANKTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    upgraded = ranktune("db", "upgrade", env=env)
+    assert upgraded.returncode == 0 and "(head)" in upgraded.stderr
+    again = ranktune("db", "upgrade", env=env)
+    assert "already at revision" in again.stderr
+    refused = ranktune("serve", "--host", "0.0.0.0", "--port", "0", env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: host: refusing to serve on 0.0.0.0")
+
+
+def test_embedded_default_database_is_upgraded_automatically(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RANKTUNE_DATABASE_URL"}
+    env.update(XDG_DATA_HOME=str(tmp_path), HOME=str(tmp_path))  # where platformdirs puts the default
+    result = subprocess.run([RANKTUNE, "token", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ranktune" / "ranktune.db").exists()
+
+
+def test_token_commands(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKTUNE_DATABASE_URL", database_url)
+    created = runner.invoke(app, ["token", "create", "--role", "worker", "--name", "pool-a"])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip()
+    assert token.startswith("rt_") and len(token) == 46
+    duplicate = runner.invoke(app, ["token", "create", "--role", "user", "--name", "pool-a"])
+    assert duplicate.exit_code == 2 and "already exists" in duplicate.output
+    bad_role = runner.invoke(app, ["token", "create", "--role", "root", "--name", "x"])
+    assert bad_role.exit_code == 2
+    listed = runner.invoke(app, ["token", "list"])
+    assert "pool-a" in listed.stdout and "worker" in listed.stdout and token not in listed.stdout
+
+    with TestClient(create_app(make_settings(database_url))) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.post("/api/v1/leases", json={"worker": WORKER}, headers=headers).status_code == 204
+        revoked = runner.invoke(app, ["token", "revoke", "pool-a"])
+        assert revoked.exit_code == 0, revoked.output
+        assert client.post("/api/v1/leases", json={"worker": WORKER}, headers=headers).status_code == 401
+    missing = runner.invoke(app, ["token", "revoke", "nobody"])
+    assert missing.exit_code == 2 and "no token named 'nobody'" in missing.output

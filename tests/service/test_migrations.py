@@ -1,0 +1,78 @@
+"""Migrations on SQLite and PostgreSQL: upgrade from empty, no drift against the models, head check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect
+
+from service.app import create_app
+from service.db.engine import make_engine
+from service.db.migrate import alembic_config, head_revision, schema_status, upgrade
+from service.db.models import Base
+from service.settings import Settings
+from tests.service.api import make_settings
+from tests.service.conftest import databases_for
+
+
+@pytest.fixture
+def empty_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str]:
+    with databases_for(request, backend).fresh(migrated=False) as url:
+        yield url
+
+
+def test_upgrade_from_empty_reaches_head_without_drift(empty_url: str) -> None:
+    engine = make_engine(Settings(database_url=empty_url))
+    try:
+        assert schema_status(engine).current is None
+        status = upgrade(engine)
+        assert status.at_head and status.current == head_revision()
+        assert set(inspect(engine).get_table_names()) >= set(Base.metadata.tables)
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": True}
+            )
+            assert compare_metadata(context, Base.metadata) == []
+        assert upgrade(engine).at_head, "upgrading at head is a no-op"
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_back(empty_url: str) -> None:
+    engine = make_engine(Settings(database_url=empty_url))
+    try:
+        upgrade(engine)
+        config = alembic_config(empty_url)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")
+        assert schema_status(engine).current is None
+        assert not set(inspect(engine).get_table_names()) & set(Base.metadata.tables)
+        assert upgrade(engine).at_head
+    finally:
+        engine.dispose()
+
+
+def test_healthz_is_503_when_the_schema_is_behind(empty_url: str) -> None:
+    with TestClient(create_app(make_settings(empty_url))) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["revision"] is None and response.json()["head"] == head_revision()
+
+
+def test_healthz_is_ok_at_head(database_url: str) -> None:
+    with TestClient(create_app(make_settings(database_url))) as client:
+        body = client.get("/healthz").json()
+        assert body == {**body, "status": "ok", "database": "ok", "revision": head_revision()}
+
+
+def test_healthz_is_503_when_the_database_is_unreachable() -> None:
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    with TestClient(create_app(make_settings(url))) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 503 and response.json()["database"] == "unreachable"
