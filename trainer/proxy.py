@@ -199,8 +199,13 @@ def proxy_finetune(
     callback: Callback | None = None,
     on_step: Callable[[int, float], None] | None = None,
     eval_split: Literal["val", "test"] = "val",
+    stop_requested: Callable[[], str | None] | None = None,
 ) -> ProxyResult:
-    """Fine-tune ``task``'s model with adapters per ``schedule`` (``None``: full fine-tuning baseline)."""
+    """Fine-tune ``task``'s model with adapters per ``schedule`` (``None``: full fine-tuning baseline).
+
+    ``callback`` runs at every evaluation and may answer ``Stop`` or ``Resize``; ``stop_requested``
+    is polled before every step (a preempted worker stops within one step); ``on_step`` sees the loss.
+    """
     method = method or AdapterMethod()
     settings = settings or ProxySettings()
     target = resolve_device(device)
@@ -232,6 +237,10 @@ def proxy_finetune(
     step = 0
     metric = float("nan")
     for step in range(1, settings.steps + 1):
+        reason = stop_requested() if stop_requested is not None else None
+        if reason:
+            stopped, step = reason, step - 1
+            break
         if controller is not None:
             apply_resizes(optimizer, controller.on_step(step - 1, optimizer))
         factor = lr_factor(step - 1, settings)

@@ -20,6 +20,7 @@ from trainer.adapters.layer import (
     ResizedParameter,
     init_down,
     pad_state,
+    replacement,
     reset_state,
     truncated_factors,
 )
@@ -101,13 +102,17 @@ class DMLoraLinear(AdapterLayer):
         return self._set_branch(weakest, empty_a, empty_b, reset=True)
 
     def _set_branch(self, k: int, a: torch.Tensor, b: torch.Tensor, reset: bool) -> list[ResizedParameter]:
-        self.lora_A[k].data = a.contiguous()
-        self.lora_B[k].data = b.contiguous()
-        if reset:
-            return [ResizedParameter(self.lora_A[k], reset_state(a.shape)),
-                    ResizedParameter(self.lora_B[k], reset_state(b.shape))]  # fmt: skip
-        return [ResizedParameter(self.lora_A[k], pad_state(a.shape, 0)),
-                ResizedParameter(self.lora_B[k], pad_state(b.shape, 1))]  # fmt: skip
+        transforms = (
+            (reset_state(a.shape), reset_state(b.shape))
+            if reset
+            else (pad_state(a.shape, 0), pad_state(b.shape, 1))
+        )
+        records = [
+            replacement(self.lora_A[k], a, transforms[0]),
+            replacement(self.lora_B[k], b, transforms[1]),
+        ]
+        self.lora_A[k], self.lora_B[k] = records[0].new, records[1].new
+        return records
 
     @torch.no_grad()
     def resize(self, new_rank: int) -> list[ResizedParameter]:

@@ -92,16 +92,19 @@ def effective_schedule(model: nn.Module, template: RankSchedule) -> RankSchedule
 
 
 def apply_resizes(optimizer: torch.optim.Optimizer | None, records: list[ResizedParameter]) -> None:
-    """Give resized parameters optimizer moments of their new shape (padded or restarted)."""
+    """Swap resized parameters into the optimizer, with moments of the new shape (padded or restarted)."""
     if optimizer is None:
         return
     for record in records:
-        state = optimizer.state.get(record.param)
+        for group in optimizer.param_groups:
+            group["params"] = [record.new if p is record.old else p for p in group["params"]]
+        state = optimizer.state.pop(record.old, None)
         if not state:
             continue
-        for key, value in list(state.items()):
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                state[key] = record.transform(value)
+        optimizer.state[record.new] = {
+            key: record.transform(value) if isinstance(value, torch.Tensor) and value.dim() > 0 else value
+            for key, value in state.items()
+        }
 
 
 def resize_adapters(

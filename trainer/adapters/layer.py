@@ -19,10 +19,21 @@ StateTransform = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class ResizedParameter:
-    """A parameter whose data changed shape in place; ``transform`` maps its optimizer moments."""
+    """A parameter replaced by one of another shape; ``transform`` maps its optimizer moments.
 
-    param: nn.Parameter
+    Resizing makes a new ``nn.Parameter`` rather than assigning ``.data`` of another shape:
+    autograd keeps the old shape in the parameter's gradient accumulator for as long as any graph
+    (e.g. the last loss) is alive, and a later backward would then fail.
+    """
+
+    old: nn.Parameter
+    new: nn.Parameter
     transform: StateTransform
+
+
+def replacement(old: nn.Parameter, data: torch.Tensor, transform: StateTransform) -> ResizedParameter:
+    new = nn.Parameter(data.detach().contiguous(), requires_grad=old.requires_grad)
+    return ResizedParameter(old, new, transform)
 
 
 def reset_state(new_shape: torch.Size) -> StateTransform:

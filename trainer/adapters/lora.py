@@ -12,6 +12,7 @@ from trainer.adapters.layer import (
     ResizedParameter,
     init_down,
     pad_state,
+    replacement,
     reset_state,
     truncated_factors,
 )
@@ -70,6 +71,9 @@ class LoraLinear(AdapterLayer):
             if new_rank:
                 new_b = new_b / new_scale
             transforms = (reset_state(new_a.shape), reset_state(new_b.shape))
-        self.lora_A.data = new_a.contiguous()
-        self.lora_B.data = new_b.contiguous()
-        return [ResizedParameter(self.lora_A, transforms[0]), ResizedParameter(self.lora_B, transforms[1])]
+        records = [
+            replacement(self.lora_A, new_a, transforms[0]),
+            replacement(self.lora_B, new_b, transforms[1]),
+        ]
+        self.lora_A, self.lora_B = records[0].new, records[1].new
+        return records
