@@ -236,5 +236,8 @@ def main() -> None:
     app()
 
 
+# The client verbs (worker, submit, status, export) register themselves on ``app``.
+from service import client_cli  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()

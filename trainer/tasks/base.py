@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -29,12 +30,14 @@ if TYPE_CHECKING:
     from torch import nn
 
 Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
 Batch = dict[str, "torch.Tensor"]
 
 
 class Task(ABC):
     name: ClassVar[str]
     metric: ClassVar[str] = "accuracy"
+    description: ClassVar[str] = ""  # one line for listings: what the data is (say if it is synthetic)
     head_modules: tuple[str, ...] = ()  # module names of task heads trained in full (never sites)
 
     @abstractmethod
@@ -52,3 +55,54 @@ class Task(ABC):
     def split_size(self, split: Split) -> int:
         """Number of examples in a split (for progress and reports)."""
         raise NotImplementedError
+
+
+# Small helpers shared by the tasks.
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter: where ``loss`` and ``evaluate`` move batches."""
+    return next(model.parameters()).device
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd inside; every module's own train/eval flag restored on the way out."""
+    import torch
+
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():  # not inference_mode: a module may cache tensors reused in training
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def tensor_batches(tensors: Batch, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Batches of rows of equally long tensors, following the contract of ``Task.batches``.
+
+    ``"train"``: endless; each epoch is a fresh permutation drawn from ``seed``, cut into full
+    batches (the remainder is dropped for that epoch only, so every batch has the same shape).
+    ``"val"``/``"test"``: one pass in row order, the last batch possibly smaller.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    size = len(next(iter(tensors.values())))
+    if split != "train":
+        for start in range(0, size, batch_size):
+            yield {key: value[start : start + batch_size] for key, value in tensors.items()}
+        return
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(size, generator=generator)
+        for start in range(0, max(1, size - batch_size + 1), batch_size):
+            rows = order[start : start + batch_size]
+            yield {key: value[rows] for key, value in tensors.items()}

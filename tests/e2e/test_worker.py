@@ -1,0 +1,149 @@
+"""The real worker process against a real server: results, SIGKILL recovery, SIGTERM, the spool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.app import create_app
+from tests.service.api import make_settings, spec
+from tests.service.databases import migrate
+from tests.service.server import LiveServer
+from trainer.worker.spool import Spool
+
+RANKTUNE = str(Path(sys.executable).parent / "ranktune")
+TINY_PROXY = {"steps": 6, "lr": 0.001, "batch_size": 8, "seed": 0, "eval_every": 3}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    url = f"sqlite:///{tmp_path / 'e2e.db'}"
+    migrate(url)
+    settings = make_settings(url, reap_interval_s=0.5, heartbeat_interval_s=0.5)
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+def api(server: LiveServer) -> httpx.Client:
+    return httpx.Client(base_url=server.url + "/api/v1", timeout=30)
+
+
+def start_worker(server: LiveServer, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    command = [
+        RANKTUNE,
+        "worker",
+        "--server",
+        server.url,
+        "--device",
+        "cpu",
+        "--spool",
+        str(tmp_path / "spool"),
+        *args,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def submit(client: httpx.Client, **overrides: object) -> dict:
+    body = spec(**{"strategy": "random", "max_trials": 2, "parallelism": 1, "proxy": TINY_PROXY, **overrides})
+    response = client.post("/searches", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def trials(client: httpx.Client, search_id: int) -> list[dict]:
+    return client.get(f"/searches/{search_id}/trials").json()["trials"]
+
+
+def wait_until(condition, timeout_s: float = 90.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_worker_runs_a_search_to_the_end(server: LiveServer, tmp_path: Path) -> None:
+    with api(server) as client:
+        search = submit(client)
+        worker = start_worker(server, tmp_path, "--max-trials", "2", "--name", "cpu-worker")
+        output, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, output
+        finished = client.get(f"/searches/{search['id']}").json()
+        assert finished["state"] == "finished" and finished["trials"]["succeeded"] == 2
+        for trial in trials(client, search["id"]):
+            assert 0.0 <= trial["objective"] <= 1.0 and trial["worker_name"] == "cpu-worker"
+            assert [point["step"] for point in trial["curve"]] == [3, 6]
+            assert trial["adapter_params"] == trial["parameter_count"]
+        workers = client.get("/workers").json()["workers"]
+        assert [w["name"] for w in workers] == ["cpu-worker"] and workers[0]["trials_done"] == 2
+    assert not list((tmp_path / "spool").glob("*.json")), "every report was acknowledged"
+
+
+def test_sigkilled_worker_trial_is_rerun_and_completed_once(server: LiveServer, tmp_path: Path) -> None:
+    with api(server) as client:
+        search = submit(
+            client, max_trials=1, lease_ttl_s=5, proxy={**TINY_PROXY, "steps": 80, "eval_every": 40}
+        )
+        victim = start_worker(server, tmp_path, "--name", "victim")
+        wait_until(lambda: (trials(client, search["id"])[0].get("step") or 0) > 0, what="training to start")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        # A fresh worker picks the trial up once the dead worker's lease expires.
+        rescuer = start_worker(server, tmp_path, "--max-trials", "1", "--name", "rescuer")
+        output, _ = rescuer.communicate(timeout=300)
+        assert rescuer.returncode == 0, output
+        [trial] = trials(client, search["id"])
+        assert trial["state"] == "succeeded" and trial["attempt"] == 2 and trial["worker_name"] == "rescuer"
+        assert client.get(f"/searches/{search['id']}").json()["state"] == "finished"
+
+
+def test_sigterm_hands_the_trial_back_and_exits_0(server: LiveServer, tmp_path: Path) -> None:
+    with api(server) as client:
+        search = submit(client, max_trials=1, proxy={**TINY_PROXY, "steps": 2000, "eval_every": 0})
+        worker = start_worker(server, tmp_path, "--name", "preemptible")
+        wait_until(lambda: (trials(client, search["id"])[0].get("step") or 0) > 0, what="training to start")
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+        assert worker.returncode == 0, output
+        assert "preempt" in output
+        [trial] = trials(client, search["id"])
+        assert trial["state"] == "queued", "a preempted trial goes back to the queue"
+        assert "preempted" in (trial["reason"] or "")
+
+
+def test_spooled_result_is_resent_after_a_restart(server: LiveServer, tmp_path: Path) -> None:
+    with api(server) as client:
+        search = submit(client, max_trials=1)
+        job = client.post(
+            "/leases", json={"worker": {"name": "crashed", "device": "cpu", "hostname": "h"}}
+        ).json()
+        # The worker finished, spooled its report and died before sending it.
+        body = {
+            "attempt": job["attempt"],
+            "metrics": {"accuracy": 0.75},
+            "curve": [],
+            "trainable_params": 10,
+            "adapter_params": 10,
+            "wall_time_s": 1.0,
+            "peak_memory_bytes": 1,
+            "device": "cpu",
+            "timeline": [],
+        }
+        Spool(tmp_path / "spool").put(job["lease_id"], "complete", body)
+        worker = start_worker(server, tmp_path, "--once", "--name", "restarted")
+        output, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, output
+        [trial] = trials(client, search["id"])
+        assert trial["state"] == "succeeded" and trial["objective"] == 0.75
+    assert not list((tmp_path / "spool").glob("*.json"))
+    assert os.path.isdir(tmp_path / "spool")

@@ -1,0 +1,224 @@
+"""``ranktune worker``: claim → proxy fine-tune → heartbeats → complete or fail, until told to stop.
+
+SIGTERM (or Ctrl-C) stops training within one step, reports a retryable failure ("preempted") and
+exits 0. Results go through the on-disk spool first, so a crash or an unreachable server never
+loses a finished trial: it is resent on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.errors import RanktuneError
+from search.schedule import RankSchedule
+from trainer.worker.client import LeaseClient, ServerRejected
+from trainer.worker.spool import Spool
+
+log = logging.getLogger("ranktune.worker")
+
+
+@dataclass
+class WorkerOptions:
+    server: str
+    token: str | None = None
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    device: str = "auto"
+    max_trials: int | None = None
+    once: bool = False
+    spool_dir: Path | None = None
+    max_poll_s: float = 10.0
+
+
+class Heartbeat(threading.Thread):
+    """Sends progress and measurements every interval; remembers what the server answered."""
+
+    def __init__(self, client: LeaseClient, job: dict[str, Any]) -> None:
+        super().__init__(name=f"heartbeat-{job['lease_id']}", daemon=True)
+        self.client = client
+        self.job = job
+        self.interval = float(job.get("heartbeat_interval_s", 10.0))
+        self.step = 0
+        self.pending: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
+        self.resize_to: dict[str, Any] | None = None
+        self.site_stats: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def record(self, measurement: dict[str, Any], site_stats: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self.pending.append(measurement)
+            if site_stats is not None:
+                self.site_stats = site_stats
+
+    def beat(self) -> None:
+        with self._lock:
+            measurements, self.pending = self.pending, []
+            stats, self.site_stats = self.site_stats, None
+        body: dict[str, Any] = {
+            "attempt": self.job["attempt"],
+            "step": self.step,
+            "total_steps": self.job["proxy"]["steps"],
+            "measurements": measurements,
+        }
+        if stats is not None:
+            body["site_stats"] = stats
+        try:
+            answer = self.client.heartbeat(self.job["lease_id"], body)
+        except ServerRejected as e:
+            self.stop_reason = f"lease lost ({e.status})"
+            return
+        except Exception as e:  # a missed beat is retried next interval
+            log.warning("action=heartbeat_failed trial=%s error=%r", self.job["trial_id"], e)
+            with self._lock:
+                self.pending = measurements + self.pending
+            return
+        if answer.get("action") == "stop":
+            self.stop_reason = "stopped by server"
+        elif answer.get("action") == "resize" and answer.get("schedule"):
+            self.resize_to = answer["schedule"]
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.beat()
+
+    def finish(self) -> None:
+        self._done.set()
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions) -> None:
+        from trainer.cache import cache_dir
+
+        self.options = options
+        self.preempted = False
+        self.client = LeaseClient(options.server, options.token, should_give_up=lambda: self.preempted)
+        self.spool = Spool(options.spool_dir or cache_dir() / "spool" / options.name)
+        self._tasks: dict[tuple[str, str], Any] = {}
+        self.trials_done = 0
+
+    def install_signal_handlers(self) -> None:
+        def preempt(signum: int, _frame: object) -> None:
+            log.warning("action=preempt signal=%s worker=%s", signal.Signals(signum).name, self.options.name)
+            self.preempted = True
+
+        signal.signal(signal.SIGTERM, preempt)
+        signal.signal(signal.SIGINT, preempt)
+
+    def worker_info(self) -> dict[str, str]:
+        return {"name": self.options.name, "device": self._device_name(), "hostname": socket.gethostname()}
+
+    def _device_name(self) -> str:
+        from trainer.proxy import resolve_device
+
+        device = resolve_device(self.options.device)
+        if device.type == "cuda":
+            import torch
+
+            return f"{device} ({torch.cuda.get_device_name(device)})"
+        return str(device)
+
+    def flush_spool(self) -> None:
+        for report in self.spool.pending():
+            self._send(report.lease_id, report.kind, report.body, report)
+
+    def _send(self, lease_id: str, kind: str, body: dict[str, Any], report: Any = None) -> None:
+        report = report or self.spool.put(lease_id, kind, body)  # type: ignore[arg-type]
+        try:
+            self.client.report(lease_id, kind, body)
+        except ServerRejected as e:
+            if e.status not in (404, 409):
+                raise
+            log.warning("action=report_dropped lease=%s kind=%s status=%s", lease_id, kind, e.status)
+        except Exception as e:  # the report stays spooled for the next start
+            log.error("action=report_spooled lease=%s kind=%s error=%r", lease_id, kind, e)
+            return
+        self.spool.done(report)
+
+    def run(self) -> int:
+        self.flush_spool()
+        while not self.preempted:
+            if self.options.max_trials is not None and self.trials_done >= self.options.max_trials:
+                break
+            job, wait_s = self.client.claim(self.worker_info())
+            if job is None:
+                if self.options.once:
+                    break
+                time.sleep(min(wait_s, self.options.max_poll_s))
+                continue
+            self.run_job(job)
+            self.trials_done += 1
+            if self.options.once:
+                break
+        self.client.close()
+        return 0
+
+    def task_for(self, job: dict[str, Any]) -> Any:
+        from trainer.tasks.registry import load_task
+
+        key = (job["task"], job["model"])
+        if key not in self._tasks:
+            self._tasks[key] = load_task(job["task"], job["model"])
+        return self._tasks[key]
+
+    def run_job(self, job: dict[str, Any]) -> None:
+        from trainer.adapters import AdapterMethod
+        from trainer.proxy import Checkpoint, ProxySettings, Resize, proxy_finetune
+
+        lease, trial = job["lease_id"], job["trial_id"]
+        log.info("action=claimed search=%s trial=%s attempt=%s worker=%s", job["search_id"], trial,
+                 job["attempt"], self.options.name)  # fmt: skip
+        heart = Heartbeat(self.client, job)
+
+        def on_checkpoint(point: Checkpoint) -> Resize | None:
+            heart.record({"step": point.step, "loss": point.loss, "metric": point.metric})
+            if heart.resize_to is not None:
+                schedule, heart.resize_to = RankSchedule.from_json(heart.resize_to), None
+                return Resize(schedule)
+            return None
+
+        def on_step(step: int, _loss: float) -> None:
+            heart.step = step
+
+        def stop_requested() -> str | None:
+            return "preempted" if self.preempted else heart.stop_reason
+
+        heart.start()
+        try:
+            task = self.task_for(job)
+            result = proxy_finetune(
+                task, RankSchedule.from_json(job["schedule"]), AdapterMethod.from_json(job["method"]),
+                ProxySettings(**job["proxy"]), device=self.options.device, callback=on_checkpoint,
+                on_step=on_step, stop_requested=stop_requested,
+            )  # fmt: skip
+        except RanktuneError as e:
+            heart.finish()
+            self._send(lease, "fail", {"attempt": job["attempt"], "reason": str(e), "retryable": False})
+            return
+        except Exception as e:  # e.g. out of memory: another worker may manage
+            heart.finish()
+            log.exception("action=trial_crashed trial=%s", trial)
+            self._send(lease, "fail", {"attempt": job["attempt"], "reason": repr(e), "retryable": True})
+            return
+        heart.finish()
+        if result.stopped:
+            retryable = result.stopped == "preempted"
+            self._send(
+                lease, "fail", {"attempt": job["attempt"], "reason": result.stopped, "retryable": retryable}
+            )
+            return
+        body = {"attempt": job["attempt"], "metrics": {result.metric_name: result.metric}, **result.to_json()}
+        for key in ("metric_name", "metric", "stopped", "steps_done"):
+            body.pop(key, None)
+        self._send(lease, "complete", body)
+        log.info(
+            "action=completed trial=%s metric=%.4f wall_s=%.1f", trial, result.metric, result.wall_time_s
+        )

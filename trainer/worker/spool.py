@@ -1,0 +1,57 @@
+"""Finished results wait on disk until the server has acknowledged them: none is ever lost.
+
+A report is written atomically (temp file + rename) *before* it is sent, and removed only once
+the server answered 2xx, or answered that it will never take it (404, 409: stale attempt).
+A worker killed between finishing and reporting resends the report on its next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+ReportKind = Literal["complete", "fail"]
+
+
+@dataclass(frozen=True)
+class Report:
+    lease_id: str
+    kind: ReportKind
+    body: dict[str, Any]
+    path: Path
+
+
+class Spool:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def put(self, lease_id: str, kind: ReportKind, body: dict[str, Any]) -> Report:
+        path = self.directory / f"{lease_id}.{kind}.json"
+        payload = json.dumps({"lease_id": lease_id, "kind": kind, "body": body})
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return Report(lease_id, kind, body, path)
+
+    def pending(self) -> list[Report]:
+        reports = []
+        for path in sorted(self.directory.glob("*.json")):
+            if path.name.startswith(".tmp-"):
+                continue
+            try:
+                data = json.loads(path.read_text())
+                reports.append(Report(data["lease_id"], data["kind"], data["body"], path))
+            except (OSError, ValueError, KeyError):
+                path.rename(path.with_suffix(".corrupt"))
+        return reports
+
+    def done(self, report: Report) -> None:
+        report.path.unlink(missing_ok=True)
