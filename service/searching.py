@@ -51,7 +51,14 @@ def spec_error(error: RanktuneError) -> InvalidInput:
 
 
 def discover_sites(model: str, task: str) -> tuple[AdapterSite, ...]:
-    """Every adapter site of ``model``; a model that cannot be resolved or built is a 422 on ``model``."""
+    """Every adapter site of ``model``; a model that cannot be resolved or built is a 422 on ``model``,
+    a task that does not exist or does not fit the model is a 422 on ``task`` (or ``model``)."""
+    from trainer.tasks.registry import load_task  # torch stays out of the service's import path
+
+    try:
+        load_task(task, model)
+    except RanktuneError as e:
+        raise spec_error(e) from e
     cacheable = model.startswith("builtin:")
     if cacheable and model in _BUILTIN_SITES:
         return _BUILTIN_SITES[model]
