@@ -40,8 +40,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service.db.engine import make_engine
-from service.db.migrate import upgrade
+from service.db.migrate import upgrade_settings
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,11 +95,7 @@ def free_port() -> int:
 
 
 def migrate(url: str) -> None:
-    engine = make_engine(Settings(database_url=url))
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    upgrade_settings(Settings(database_url=url))
 
 
 class Server:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from service.db.engine import make_engine
-from service.db.migrate import upgrade
+from service.db.migrate import upgrade_settings
 from service.db.models import Base
 from service.settings import Settings
 
@@ -38,11 +38,7 @@ def postgres_available() -> str | None:
 
 
 def migrate(url: str) -> None:
-    engine = make_engine(Settings(database_url=url))
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    upgrade_settings(Settings(database_url=url))
 
 
 class PostgresDatabases:
