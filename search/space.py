@@ -140,7 +140,15 @@ class HierarchicalSpace:
 
     def to_schedule(self, vector: Sequence[float]) -> RankSchedule:
         """Deterministic: the same vector always gives the same schedule, within the budget band."""
-        weights = self.site_weights(vector)
+        return self.schedule_for_weights(self.site_weights(vector))
+
+    def schedule_for_weights(self, weights: np.ndarray) -> RankSchedule:
+        """Per-site continuous weights (any positive scale) projected onto the grid and budget."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(self.sites),) or not np.all(np.isfinite(weights)) or weights.min() < 0:
+            raise ScheduleError(
+                f"weights: expected {len(self.sites)} finite non-negative values", field="schedule"
+            )
         eligible = weights[self._cap_index > 0]
         if eligible.size == 0 or eligible.max() <= 0.0:
             return self._anchor

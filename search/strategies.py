@@ -23,7 +23,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+import numpy as np
 
 from search.errors import RanktuneError
 from search.schedule import RankSchedule
@@ -41,12 +43,33 @@ class TrialRecord:
     state: TrialState
     schedule: RankSchedule
     proxy_seed: int
-    objective: float | None = None  # the objective metric of a succeeded trial
+    objective: float | None = None  # the objective metric of a succeeded (or pruned: last) trial
     metrics: Mapping[str, float] = field(default_factory=dict)
+    vector: tuple[float, ...] | None = None  # the hierarchical vector it came from, if any
 
     @property
     def finished(self) -> bool:
         return self.state in ("succeeded", "failed", "pruned", "cancelled")
+
+
+@dataclass(frozen=True)
+class PriorTrial:
+    """A finished trial of an earlier search on the same model and task (transfer)."""
+
+    schedule: RankSchedule
+    objective: float
+    baseline: float  # that search's uniform-baseline objective: gains are what transfers
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How the ``perfmodel`` strategy screens candidates (the spec's ``performance_model``)."""
+
+    min_trials: int = 8  # succeeded trials (own + transferred) before the model takes over from TPE
+    pool: int = 16  # candidates screened per proposal (TPE's first; see search.engine)
+    acquisition: Literal["ucb", "ei"] = "ucb"
+    kappa: float = 0.25  # UCB's exploration weight (bootstrap spreads on few trials are wide)
+    transfer: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,12 +81,17 @@ class SearchContext:
     metric: str = "accuracy"
     direction: Direction = "maximize"
     max_trials: int = 1
+    model: ModelSettings = field(default_factory=ModelSettings)
+    prior: tuple[PriorTrial, ...] = ()
 
 
 @dataclass(frozen=True)
 class Proposal:
     schedule: RankSchedule
     proxy_seed: int
+    vector: tuple[float, ...] | None = None
+    predicted: float | None = None  # the performance model's prediction of the objective
+    quality: Any = None  # a search.perfmodel.ModelQuality when this proposal refitted the model
 
 
 class Proposer(ABC):
@@ -84,7 +112,7 @@ class UniformProposer(Proposer):
     uses_history = False
 
     def propose(self, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]) -> Proposal:
-        return Proposal(context.space.uniform(), context.seed + number)
+        return Proposal(context.space.uniform(), context.seed + number, tuple(context.space.uniform_vector()))
 
 
 class RandomProposer(Proposer):
@@ -94,7 +122,8 @@ class RandomProposer(Proposer):
     uses_history = False
 
     def propose(self, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]) -> Proposal:
-        return Proposal(context.space.random(context.seed + number), context.seed)
+        vector = context.space.random_vector(np.random.default_rng(context.seed + number))
+        return Proposal(context.space.to_schedule(vector), context.seed, tuple(vector))
 
 
 PROPOSERS: dict[str, type[Proposer]] = {p.name: p for p in (UniformProposer, RandomProposer)}
@@ -106,11 +135,17 @@ def register(proposer: type[Proposer]) -> type[Proposer]:
     return proposer
 
 
+def _load_builtin() -> None:
+    import search.engine  # noqa: F401  (registers "tpe" and "perfmodel")
+
+
 def strategy_names() -> tuple[str, ...]:
+    _load_builtin()
     return tuple(sorted(PROPOSERS))
 
 
 def get_proposer(strategy: str) -> Proposer:
+    _load_builtin()
     try:
         return PROPOSERS[strategy]()
     except KeyError:
@@ -124,5 +159,5 @@ def propose_next(
 ) -> Proposal:
     """Trial 0 is the uniform baseline with the search's seed; later trials follow the strategy."""
     if number == 0:
-        return Proposal(context.space.uniform(), context.seed)
+        return Proposal(context.space.uniform(), context.seed, tuple(context.space.uniform_vector()))
     return proposer.propose(context, number, trials)

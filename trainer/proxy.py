@@ -47,6 +47,7 @@ class ProxySettings:
     warmup_fraction: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    checkpoints: tuple[int, ...] = ()  # extra steps that evaluate and call the callback (dynamic mode)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_batch_size"):
@@ -261,7 +262,11 @@ def proxy_finetune(
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, losses[-1])
-        at_eval = step == settings.steps or (settings.eval_every and step % settings.eval_every == 0)
+        at_eval = (
+            step == settings.steps
+            or (settings.eval_every and step % settings.eval_every == 0)
+            or step in settings.checkpoints
+        )
         if not at_eval:
             continue
         with autocast:

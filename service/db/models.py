@@ -60,7 +60,8 @@ class Search(Base):
     # No foreign key: searches and trials would reference each other, and the search row is
     # written (and locked) before its trials exist.
     best_trial_id: Mapped[int | None]
-    result: Mapped[dict[str, Any] | None]
+    result: Mapped[dict[str, Any] | None]  # the confirmed winner against uniform (confirmation phase)
+    performance_model: Mapped[dict[str, Any] | None]  # quality of the latest refit: Spearman, MAE, points
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
@@ -80,6 +81,9 @@ class Trial(Base):
     kind: Mapped[str] = mapped_column(String(16), default="proxy", server_default="proxy")
     state: Mapped[str] = mapped_column(String(16), default="queued")
     schedule: Mapped[dict[str, Any]]  # RankSchedule.to_json()
+    vector: Mapped[list[Any] | None]  # the hierarchical search vector it was projected from, if any
+    predicted: Mapped[float | None] = mapped_column(Float)  # performance model's guess when proposed
+    confirms: Mapped[int | None]  # for kind "confirm": the number of the proxy trial it re-runs
     parameter_count: Mapped[int] = mapped_column(BigInteger)
     proxy_seed: Mapped[int]
     attempt: Mapped[int] = mapped_column(default=0)  # claims so far; the running attempt's number

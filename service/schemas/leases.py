@@ -30,6 +30,8 @@ class Job(BaseModel):
     trial_id: int
     search_id: int
     trial_number: int
+    kind: str = Field(default="proxy", description="proxy, or confirm (a full-length re-run)")
+    eval_split: str = Field(default="val", description="val for proxy trials; test (held out) for confirm")
     attempt: int
     model: str
     task: str
@@ -37,6 +39,9 @@ class Job(BaseModel):
     schedule: dict[str, Any] = Field(description="RankSchedule.to_json()")
     proxy: dict[str, Any] = Field(description="steps, lr, batch_size, seed (this trial's), eval_every")
     objective: dict[str, Any]
+    dynamic: dict[str, Any] | None = Field(
+        default=None, description='{"at": [fractions]}: send site_stats at these fractions of the steps'
+    )
     heartbeat_interval_s: float
     expires_at: datetime
 

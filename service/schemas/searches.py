@@ -37,6 +37,16 @@ class SearchPublic(PublicModel):
     parallelism: int
     trials: TrialCounts
     best_trial_id: int | None
+    best_objective: float | None = Field(
+        description="The confirmed winner's mean once confirmed, else the best succeeded proxy trial's"
+    )
+    performance_model: dict[str, Any] | None = Field(
+        default=None,
+        description="Latest refit: trials, cross-validated spearman and mae, points (predicted vs actual)",
+    )
+    result: dict[str, Any] | None = Field(
+        default=None, description="Confirmation: winner and uniform (mean, std, seeds), gain, confirmed"
+    )
     reason: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -50,15 +60,18 @@ class TrialPublic(PublicModel):
     id: int
     search_id: int
     number: int
-    kind: str
+    kind: Literal["proxy", "confirm"]
+    confirms: int | None = Field(default=None, description="For a confirm trial: the proxy trial it re-runs")
     state: TrialState
     attempt: int
     max_attempts: int
     parameter_count: int
     proxy_seed: int
     objective: float | None
+    predicted: float | None = Field(default=None, description="The performance model's guess when proposed")
     metrics: dict[str, Any] | None
     curve: list[Any] | None
+    timeline: list[Any] | None = Field(default=None, description="Schedule changes during training")
     step: int | None
     total_steps: int | None
     trainable_params: int | None

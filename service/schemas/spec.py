@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -76,6 +77,49 @@ class ObjectiveSpec(StrictModel):
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
+class PrunerSpec(StrictModel):
+    """Stops unpromising proxy trials from their intermediate measurements (Optuna's pruners)."""
+
+    kind: Literal["none", "median", "halving"] = "none"
+    startup_trials: int = Field(default=5, ge=0, le=10_000, description="median: finished trials first")
+    warmup_steps: int = Field(default=0, ge=0, le=1_000_000, description="median: never prune before")
+
+
+class PerformanceModelSpec(StrictModel):
+    """The ``perfmodel`` strategy's LightGBM screening."""
+
+    min_trials: int = Field(default=8, ge=2, le=10_000, description="Succeeded trials before it takes over")
+    pool: int = Field(
+        default=16, ge=1, le=100_000, description="Candidates per proposal: 16 from TPE, then mutations"
+    )
+    acquisition: Literal["ucb", "ei"] = "ucb"
+    kappa: float = Field(default=0.25, ge=0.0, le=100.0, description="UCB's exploration weight")
+    transfer: bool = Field(default=True, description="Warm-start on earlier searches of the same model+task")
+
+
+class DynamicSpec(StrictModel):
+    """Re-allocate ranks during each proxy trial at these fractions of its steps."""
+
+    at: list[float] = Field(min_length=1, max_length=16)
+
+    @field_validator("at")
+    @classmethod
+    def increasing_fractions(cls, at: list[float]) -> list[float]:
+        if any(not 0.0 < a < 1.0 for a in at):
+            raise ValueError("dynamic.at: every fraction must lie strictly between 0 and 1")
+        if any(b <= a for a, b in itertools.pairwise(at)):
+            raise ValueError("dynamic.at: fractions must be strictly increasing")
+        return at
+
+
+class ConfirmSpec(StrictModel):
+    """Re-run the best schedules and the uniform baseline at full length with several seeds."""
+
+    top_k: int = Field(default=3, ge=1, le=100)
+    steps: int = Field(default=1000, ge=1, le=1_000_000)
+    seeds: int = Field(default=3, ge=1, le=100)
+
+
 class SearchCreate(StrictModel):
     name: Name
     model: Spec
@@ -83,11 +127,15 @@ class SearchCreate(StrictModel):
     method: MethodSpec = Field(default_factory=MethodSpec)
     budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(rank=8))
     space: SpaceSpec = Field(default_factory=SpaceSpec)
-    strategy: str = "random"
+    strategy: str = "perfmodel"
     max_trials: int = Field(default=24, ge=1, le=10_000)
     parallelism: int = Field(default=4, ge=1, le=1_024)
     proxy: ProxySpec = Field(default_factory=ProxySpec)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    performance_model: PerformanceModelSpec = Field(default_factory=PerformanceModelSpec)
+    dynamic: DynamicSpec | None = None
+    confirm: ConfirmSpec | None = None
     max_attempts: int = Field(default=3, ge=1, le=100)
     lease_ttl_s: float | None = Field(
         default=None, ge=1.0, le=7 * 86_400, description="Default: the server's RANKTUNE_LEASE_TTL_S"

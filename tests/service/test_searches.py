@@ -44,7 +44,9 @@ def test_defaults_fill_everything_but_name_model_task(api: Api) -> None:
     assert response.status_code == 201, response.text
     search = response.json()
     assert search["spec"]["budget"] == {"rank": 8, "params": None}
-    assert search["spec"]["strategy"] == "random" and search["spec"]["lease_ttl_s"] == 60.0
+    assert search["spec"]["strategy"] == "perfmodel" and search["spec"]["lease_ttl_s"] == 60.0
+    assert search["spec"]["pruner"]["kind"] == "none" and search["spec"]["confirm"] is None
+    assert search["spec"]["dynamic"] is None and search["spec"]["performance_model"]["min_trials"] == 8
     assert search["spec"]["space"]["towers"] is None and search["trials"]["queued"] == 4
 
 

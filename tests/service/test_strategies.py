@@ -38,7 +38,7 @@ def context() -> SearchContext:
 def test_trial_zero_is_the_uniform_baseline_for_every_strategy(context: SearchContext) -> None:
     for name in strategy_names():
         proposal = propose_next(get_proposer(name), context, 0, ())
-        assert proposal == Proposal(context.space.uniform(), 5)
+        assert proposal == Proposal(context.space.uniform(), 5, tuple(context.space.uniform_vector()))
 
 
 def test_random_is_deterministic_and_keeps_the_seed(context: SearchContext) -> None:

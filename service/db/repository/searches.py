@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.db.engine import begin_write
 from service.db.models import Lease, Search, Trial
-from service.db.repository.trials import best_trial, top_up, trial_counts
+from service.db.repository.trials import best_objective, best_trial, top_up, trial_counts
 from service.db.types import utcnow
 from service.errors import Conflict, NotFound
 from service.schemas.searches import SearchPublic
@@ -127,6 +127,9 @@ def search_public(session: Session, search: Search) -> SearchPublic:
         parallelism=search.parallelism,
         trials=trial_counts(session, search.id),
         best_trial_id=search.best_trial_id,
+        best_objective=best_objective(session, search),
+        performance_model=search.performance_model,
+        result=search.result,
         reason=search.reason,
         created_at=search.created_at,
         finished_at=search.finished_at,

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from search import confirm
+from search.confirm import ConfirmRun
 from search.schedule import RankSchedule
-from search.strategies import TrialRecord, get_proposer, propose_next
+from search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
 from service.db.models import Search, Trial
 from service.errors import NotFound
 from service.schemas.searches import TrialCounts
+from service.schemas.spec import SearchCreate
 from service.searching import search_context, stored_space, stored_spec
 
 log = logging.getLogger("ranktune.trials")
@@ -51,72 +55,235 @@ def best_trial(session: Session, search: Search) -> Trial | None:
     order = Trial.objective.desc() if search.objective_direction == "maximize" else Trial.objective.asc()
     query = (
         select(Trial)
-        .where(Trial.search_id == search.id, Trial.state == "succeeded", Trial.objective.is_not(None))
+        .where(
+            Trial.search_id == search.id,
+            Trial.kind == "proxy",
+            Trial.state == "succeeded",
+            Trial.objective.is_not(None),
+        )
         .order_by(order, Trial.number)
         .limit(1)
     )
     return session.scalars(query).first()
 
 
-def trial_records(session: Session, search_id: int) -> tuple[TrialRecord, ...]:
-    trials = session.scalars(select(Trial).where(Trial.search_id == search_id).order_by(Trial.number))
-    return tuple(
-        TrialRecord(
-            number=t.number,
-            state=t.state,  # type: ignore[arg-type]
-            schedule=RankSchedule.from_json(t.schedule),
-            proxy_seed=t.proxy_seed,
-            objective=t.objective,
-            metrics=dict(t.metrics or {}),
-        )
-        for t in trials
+def best_objective(session: Session, search: Search) -> float | None:
+    """The confirmed winner's mean once confirmed, else the best succeeded proxy trial's objective."""
+    if search.result and search.result.get("winner"):
+        return float(search.result["winner"]["mean"])
+    best = best_trial(session, search)
+    return best.objective if best else None
+
+
+def final_schedule(schedule: dict[str, Any], timeline: list[Any] | None) -> RankSchedule:
+    """The schedule a trial ended with: the last re-allocation of its timeline, else its own."""
+    for event in reversed(timeline or []):
+        if isinstance(event, dict) and isinstance(event.get("schedule"), dict):
+            return RankSchedule.from_json(event["schedule"])
+    return RankSchedule.from_json(schedule)
+
+
+def trial_record(trial: Trial) -> TrialRecord:
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state,  # type: ignore[arg-type]
+        schedule=final_schedule(trial.schedule, trial.timeline),
+        proxy_seed=trial.proxy_seed,
+        objective=trial.objective,
+        metrics=dict(trial.metrics or {}),
+        vector=tuple(trial.vector) if trial.vector else None,
     )
 
 
+def trial_records(session: Session, search_id: int, kind: str = "proxy") -> tuple[TrialRecord, ...]:
+    query = select(Trial).where(Trial.search_id == search_id, Trial.kind == kind).order_by(Trial.number)
+    return tuple(trial_record(t) for t in session.scalars(query))
+
+
 def top_up(session: Session, search: Search, now: datetime) -> list[Trial]:
-    """Queue new trials until ``parallelism`` are queued or running, within ``max_trials`` in all;
-    finish the search when every trial it will ever have is terminal."""
+    """Queue new trials until ``parallelism`` are queued or running: the ``max_trials`` proxy trials
+    first, then (with ``confirm``) the confirmation runs once every proxy trial is terminal; finish the
+    search when every trial it will ever have is terminal."""
     if search.state != "running":
         return []
     counts = trial_counts(session, search.id)
     active = counts.queued + counts.running
-    room = min(search.parallelism - active, search.max_trials - search.trials_created)
-    if room <= 0:
-        if active == 0 and search.trials_created >= search.max_trials:
-            finish(session, search, now)
-        return []
+    room = search.parallelism - active
     spec = stored_spec(search.spec)
-    context = search_context(spec, stored_space(search.spec, search.sites))
+    if search.trials_created < search.max_trials:
+        return _queue_proxies(
+            session, search, spec, min(room, search.max_trials - search.trials_created), now
+        )
+    if active > 0 and search.trials_created == search.max_trials:
+        return []  # confirmation waits for the last proxy trial: it ranks them all
+    runs = _confirm_plan(session, search, spec)
+    done = search.trials_created - search.max_trials
+    if done >= len(runs):
+        if active == 0:
+            finish(session, search, now, confirmed=bool(runs))
+        return []
+    created = []
+    for run in runs[done : done + max(room, 0)]:
+        created.append(
+            _add_trial(session, search, "confirm", run.schedule, run.seed, now, confirms=run.confirms)
+        )
+    session.flush()
+    log.info("queued %d confirmation run(s)", len(created), extra={"action": "top_up", "search": search.id})
+    return created
+
+
+def _confirm_plan(session: Session, search: Search, spec: SearchCreate) -> list[ConfirmRun]:
+    if spec.confirm is None:
+        return []
+    uniform = session.scalar(
+        select(Trial.schedule).where(Trial.search_id == search.id, Trial.kind == "proxy", Trial.number == 0)
+    )
+    if uniform is None:
+        return []
+    return confirm.plan(
+        trial_records(session, search.id),
+        RankSchedule.from_json(uniform),
+        spec.confirm.top_k,
+        spec.confirm.seeds,
+        spec.objective.direction,
+        spec.proxy.seed,
+    )
+
+
+def _add_trial(
+    session: Session,
+    search: Search,
+    kind: str,
+    schedule: RankSchedule,
+    seed: int,
+    now: datetime,
+    vector: tuple[float, ...] | None = None,
+    predicted: float | None = None,
+    confirms: int | None = None,
+) -> Trial:
+    trial = Trial(
+        search_id=search.id,
+        number=search.trials_created,
+        kind=kind,
+        state="queued",
+        schedule=schedule.to_json(),
+        vector=list(vector) if vector is not None else None,
+        predicted=predicted,
+        confirms=confirms,
+        parameter_count=schedule.parameter_count,
+        proxy_seed=seed,
+        attempt=0,
+        max_attempts=search.max_attempts,
+        created_at=now,
+    )
+    session.add(trial)
+    search.trials_created += 1
+    return trial
+
+
+def _queue_proxies(
+    session: Session, search: Search, spec: SearchCreate, room: int, now: datetime
+) -> list[Trial]:
+    if room <= 0:
+        return []
     proposer = get_proposer(search.strategy)
     history = trial_records(session, search.id) if proposer.uses_history else ()
+    prior = (
+        prior_trials(session, search, spec)
+        if proposer.uses_history and spec.performance_model.transfer
+        else ()
+    )
+    context = search_context(spec, stored_space(search.spec, search.sites), prior)
     created = []
     for _ in range(room):
         number = search.trials_created
         proposal = propose_next(proposer, context, number, history)
-        trial = Trial(
-            search_id=search.id,
-            number=number,
-            state="queued",
-            schedule=proposal.schedule.to_json(),
-            parameter_count=proposal.schedule.parameter_count,
-            proxy_seed=proposal.proxy_seed,
-            attempt=0,
-            max_attempts=search.max_attempts,
-            created_at=now,
+        created.append(
+            _add_trial(
+                session,
+                search,
+                "proxy",
+                proposal.schedule,
+                proposal.proxy_seed,
+                now,
+                vector=proposal.vector,
+                predicted=proposal.predicted,
+            )
         )
-        session.add(trial)
-        created.append(trial)
-        search.trials_created = number + 1
+        if proposal.quality is not None:
+            search.performance_model = {**proposal.quality.to_json(), "fitted_at": now.isoformat()}
         if proposer.uses_history:
-            history = (*history, TrialRecord(number, "queued", proposal.schedule, proposal.proxy_seed))
+            record = TrialRecord(
+                number, "queued", proposal.schedule, proposal.proxy_seed, vector=proposal.vector
+            )
+            history = (*history, record)
     session.flush()
     log.info("queued %d trial(s)", len(created), extra={"action": "top_up", "search": search.id})
     return created
 
 
-def finish(session: Session, search: Search, now: datetime) -> None:
+PRIOR_LIMIT = 2_000  # transferred trials per search, most recent first
+
+
+def prior_trials(session: Session, search: Search, spec: SearchCreate) -> tuple[PriorTrial, ...]:
+    """Succeeded proxy trials of earlier searches on the same model, task, method and objective,
+    with each one's uniform baseline (trial 0) so gains compare across searches."""
+    same = [
+        s_id
+        for s_id, s_spec in session.execute(select(Search.id, Search.spec).where(Search.id < search.id))
+        if s_spec.get("model") == spec.model
+        and s_spec.get("task") == spec.task
+        and (s_spec.get("method") or {}).get("kind") == spec.method.kind
+        and (s_spec.get("objective") or {}) == spec.objective.model_dump(mode="json")
+    ]
+    if not same:
+        return ()
+    rows = session.execute(
+        select(Trial.search_id, Trial.number, Trial.objective, Trial.schedule, Trial.timeline)
+        .where(
+            Trial.search_id.in_(same),
+            Trial.kind == "proxy",
+            Trial.state == "succeeded",
+            Trial.objective.is_not(None),
+        )
+        .order_by(Trial.search_id.desc(), Trial.number)
+    ).all()
+    baselines = {r.search_id: r.objective for r in rows if r.number == 0}
+    prior = []
+    for row in rows:
+        baseline = baselines.get(row.search_id)
+        if baseline is None or row.number == 0:
+            continue
+        schedule = final_schedule(row.schedule, row.timeline)
+        prior.append(PriorTrial(schedule, float(row.objective), float(baseline)))
+        if len(prior) >= PRIOR_LIMIT:
+            break
+    return tuple(prior)
+
+
+def finish(session: Session, search: Search, now: datetime, confirmed: bool = False) -> None:
     best = best_trial(session, search)
     search.finished_at = now
+    if confirmed:
+        runs = session.execute(
+            select(Trial.confirms, Trial.objective, Trial.state).where(
+                Trial.search_id == search.id, Trial.kind == "confirm"
+            )
+        ).all()
+        result = confirm.summarize(
+            [(int(c), o if st == "succeeded" else None) for c, o, st in runs if c is not None],
+            search.objective_direction,  # type: ignore[arg-type]
+        )
+        search.result = result
+        if result is not None:
+            winner = session.scalar(
+                select(Trial).where(
+                    Trial.search_id == search.id,
+                    Trial.kind == "proxy",
+                    Trial.number == result["winner"]["trial_number"],
+                )
+            )
+            best = winner or best
     if best is None:
         search.state = "failed"
         search.reason = "no trial succeeded"

@@ -1,0 +1,90 @@
+"""Pruning, confirmation and dynamic re-allocation as pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.confirm import SEED_OFFSET, plan, summarize
+from search.dynamic import reallocate
+from search.pruning import FinishedCurve, PrunerSettings, should_prune
+from search.strategies import TrialRecord
+from tests.search.synthetic import context
+
+DONE = [
+    FinishedCurve("succeeded", [(50, 0.5), (100, 0.6)], 0.6),
+    FinishedCurve("succeeded", [(50, 0.6), (100, 0.7)], 0.7),
+    FinishedCurve("succeeded", [(50, 0.55), (100, 0.65)], 0.65),
+]
+
+
+def test_median_pruner_needs_its_startup_trials_and_warmup() -> None:
+    median = PrunerSettings("median", startup_trials=2)
+    assert should_prune(median, "maximize", [(50, 0.1)], DONE)
+    assert not should_prune(median, "maximize", [(50, 0.9)], DONE)
+    assert not should_prune(PrunerSettings("median", startup_trials=5), "maximize", [(50, 0.1)], DONE)
+    assert not should_prune(PrunerSettings("median", 2, warmup_steps=60), "maximize", [(50, 0.1)], DONE)
+    assert should_prune(median, "minimize", [(50, 0.9)], DONE)  # direction matters
+
+
+def test_successive_halving_and_none() -> None:
+    many = [
+        FinishedCurve("succeeded", [(1, 0.5 + i / 100), (3, 0.6 + i / 100)], 0.6 + i / 100) for i in range(9)
+    ]
+    halving = PrunerSettings("halving")
+    assert should_prune(halving, "maximize", [(1, 0.0)], many)
+    assert not should_prune(halving, "maximize", [(1, 0.99)], many)
+    assert not should_prune(PrunerSettings("none"), "maximize", [(1, 0.0)], many)
+
+
+def _records(objectives: list[float]) -> list[TrialRecord]:
+    space = context().space
+    schedules = [space.uniform(), *(space.random(i) for i in range(1, len(objectives)))]
+    return [
+        TrialRecord(i, "succeeded", s, 0, v)
+        for i, (s, v) in enumerate(zip(schedules, objectives, strict=True))
+    ]
+
+
+def test_confirmation_plan_takes_uniform_then_the_best_distinct_schedules() -> None:
+    records = _records([0.5, 0.7, 0.9, 0.6])
+    records.append(TrialRecord(4, "succeeded", records[2].schedule, 0, 0.95))  # same schedule as trial 2
+    runs = plan(records, context().space.uniform(), top_k=2, seeds=2, direction="maximize", base_seed=7)
+    seeds = (7 + SEED_OFFSET, 8 + SEED_OFFSET)
+    assert [(r.confirms, r.seed) for r in runs] == [(n, seed) for n in (0, 4, 1) for seed in seeds]
+    assert runs[0].schedule == context().space.uniform()
+    low = plan(records, context().space.uniform(), top_k=1, seeds=1, direction="minimize", base_seed=0)
+    assert [r.confirms for r in low] == [0, 3]
+
+
+def test_summary_names_the_best_mean_and_its_gain() -> None:
+    result = summarize([(0, 0.60), (0, 0.62), (2, 0.70), (2, 0.66), (3, 0.5), (3, None)], "maximize")
+    assert result is not None
+    assert result["winner"]["trial_number"] == 2 and result["winner"]["mean"] == pytest.approx(0.68)
+    assert result["winner"]["std"] == pytest.approx(0.0282842, rel=1e-4)
+    assert result["uniform"]["mean"] == pytest.approx(0.61)
+    assert result["gain"] == pytest.approx(0.07)
+    assert [c["seeds"] for c in result["confirmed"]] == [2, 2, 1]
+    assert summarize([(0, None)], "maximize") is None
+    uniform_wins = summarize([(0, 0.9), (1, 0.5)], "maximize")
+    assert (
+        uniform_wins is not None and uniform_wins["winner"]["trial_number"] == 0 and uniform_wins["gain"] == 0
+    )
+
+
+def test_reallocation_moves_rank_to_important_sites_within_budget() -> None:
+    space = context().space
+    current = space.uniform()
+    important = {s.name for s in current.sites if s.tower == "language" and s.kind in ("up", "down")}
+    stats = {s.name: {"delta_norm": 5.0 if s.name in important else 1.0, "rank": 8.0} for s in current.sites}
+    schedule, reason = reallocate(space, current, stats)
+    assert space.budget.admits(schedule.parameter_count)
+    assert "gamma 1.0" in reason
+
+    def share(s):  # type: ignore[no-untyped-def]
+        return sum(r for x, r in zip(s.sites, s.ranks, strict=True) if x.name in important) / sum(s.ranks)
+
+    assert share(schedule) > share(current)
+    kept, why = reallocate(space, current, {})
+    assert kept == current and "kept" in why
+    judged, because = reallocate(space, current, stats, scorer=lambda pool: [0.0] * len(pool))
+    assert judged == current and "prefers the current" in because

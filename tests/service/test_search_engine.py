@@ -1,0 +1,169 @@
+"""The search engine through the REST API, on SQLite and PostgreSQL: perfmodel screening and its
+reported fit, pruning from heartbeats, dynamic re-allocation, confirmation and its result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from search.schedule import RankSchedule
+from tests.service.api import Api, spec
+
+
+def run_trial(api: Api, accuracy: float) -> dict[str, Any]:
+    job = api.claim()
+    assert job is not None
+    response = api.complete(job, accuracy)
+    assert response.status_code == 200, response.text
+    return job
+
+
+def score(schedule: dict[str, Any]) -> float:
+    """A made-up objective that likes rank on the language tower: the model has something to learn."""
+    parsed = RankSchedule.from_json(schedule)
+    language = sum(r for s, r in zip(parsed.sites, parsed.ranks, strict=True) if s.tower == "language")
+    return round(0.3 + language / (10 * sum(parsed.ranks)), 6)
+
+
+def test_perfmodel_takes_over_after_min_trials_and_reports_its_fit(api: Api) -> None:
+    search = api.submit(
+        strategy="perfmodel", max_trials=12, parallelism=1, performance_model={"min_trials": 6}
+    )
+    for _ in range(12):
+        job = api.claim()
+        assert job is not None
+        assert api.complete(job, score(job["schedule"])).status_code == 200
+    trials = api.trials(search["id"])
+    assert [t["predicted"] is None for t in trials] == [True] * 6 + [False] * 6
+    found = api.search(search["id"])
+    assert found["state"] == "finished"
+    model = found["performance_model"]
+    assert model["trials"] == 11  # the last refit saw trials 0-10
+    assert model["spearman"] is not None and model["mae"] is not None
+    assert [p["trial_number"] for p in model["points"]] == list(range(11))
+    actual = {t["number"]: t["objective"] for t in trials}
+    assert all(p["actual"] == pytest.approx(actual[p["trial_number"]]) for p in model["points"])
+    assert found["best_objective"] == max(actual.values())
+
+
+def test_median_pruner_stops_a_lagging_trial_and_records_it(api: Api) -> None:
+    search = api.submit(
+        strategy="random", max_trials=4, parallelism=1, pruner={"kind": "median", "startup_trials": 2}
+    )
+    for accuracy in (0.6, 0.7):
+        job = api.claim()
+        assert job is not None
+        curve = [{"step": 50, "metric": accuracy - 0.1}, {"step": 100, "metric": accuracy}]
+        assert api.heartbeat(job, step=100, measurements=curve).json()["action"] == "continue"
+        assert api.complete(job, accuracy).status_code == 200
+    job = api.claim()
+    assert job is not None
+    # Optuna's median pruner compares the trial's best value so far with the others' median per step.
+    ahead = api.heartbeat(job, step=50, measurements=[{"step": 50, "metric": 0.56}]).json()
+    assert ahead["action"] == "continue"  # the median at step 50 is 0.55
+    behind = api.heartbeat(job, step=100, measurements=[{"step": 100, "metric": 0.1}]).json()
+    assert behind["action"] == "stop" and "pruned at step 100" in behind["reason"]
+    trial = next(t for t in api.trials(search["id"]) if t["id"] == job["trial_id"])
+    assert trial["state"] == "pruned" and trial["objective"] == pytest.approx(0.1)  # its last value
+    assert api.fail(job, "stopped by server", retryable=False).status_code == 409  # the worker's report
+    assert api.search(search["id"])["trials"]["queued"] == 1  # its slot went to the next trial
+
+
+def test_without_a_pruner_a_lagging_trial_goes_on(api: Api) -> None:
+    api.submit(strategy="random", max_trials=4, parallelism=1)
+    for accuracy in (0.6, 0.7, 0.8):
+        job = api.claim()
+        assert job is not None
+        api.heartbeat(job, step=100, measurements=[{"step": 100, "metric": accuracy}])
+        api.complete(job, accuracy)
+    job = api.claim()
+    assert job is not None
+    answer = api.heartbeat(job, step=100, measurements=[{"step": 100, "metric": 0.0}]).json()
+    assert answer["action"] == "continue"
+
+
+def test_dynamic_mode_reallocates_within_budget_and_keeps_a_timeline(api: Api) -> None:
+    search = api.submit(strategy="random", max_trials=2, parallelism=1, dynamic={"at": [0.25, 0.5]})
+    job = api.claim()
+    assert job is not None
+    assert job["dynamic"] == {"at": [0.25, 0.5]} and job["kind"] == "proxy"
+    schedule = RankSchedule.from_json(job["schedule"])
+    language = [
+        s.name for s, r in zip(schedule.sites, schedule.ranks, strict=True) if r and s.tower == "language"
+    ]
+    stats = {
+        s.name: {"delta_norm": 10.0 if s.name in language else 0.1, "rank": float(r)}
+        for s, r in zip(schedule.sites, schedule.ranks, strict=True)
+        if r
+    }
+    answer = api.heartbeat(job, step=50, site_stats=stats).json()
+    assert answer["action"] == "resize", answer
+    resized = RankSchedule.from_json(answer["schedule"])
+    assert search["budget_params"] * 0.97 <= resized.parameter_count <= search["budget_params"]
+
+    def language_share(s: RankSchedule) -> float:
+        mass = sum(
+            r * x.params_per_rank for x, r in zip(s.sites, s.ranks, strict=True) if x.tower == "language"
+        )
+        return mass / s.parameter_count
+
+    assert language_share(resized) > language_share(schedule)
+    assert api.heartbeat(job, step=100, site_stats=stats).json()["action"] == "resize"
+    assert api.heartbeat(job, step=150, site_stats=stats).json()["action"] == "continue"  # only 2 points
+    assert api.complete(job, 0.5).status_code == 200
+    trial = next(t for t in api.trials(search["id"]) if t["id"] == job["trial_id"])
+    assert [e["step"] for e in trial["timeline"]] == [50, 100]
+    assert all(e["source"] == "dynamic" and e["reason"] for e in trial["timeline"])
+
+
+def test_confirmation_reruns_the_best_and_uniform_and_names_the_winner(api: Api) -> None:
+    search = api.submit(
+        strategy="random",
+        max_trials=5,
+        parallelism=2,
+        confirm={"top_k": 2, "steps": 700, "seeds": 2},
+    )
+    proxies = {}
+    for accuracy in (0.50, 0.60, 0.80, 0.70, 0.55):
+        job = run_trial(api, accuracy)
+        proxies[job["trial_number"]] = accuracy
+    assert api.search(search["id"])["state"] == "running"
+    confirm_jobs = []
+    while (job := api.claim()) is not None:
+        assert job["kind"] == "confirm" and job["proxy"]["steps"] == 700 and job["eval_split"] == "test"
+        confirm_jobs.append(job)
+        trial = next(t for t in api.trials(search["id"]) if t["id"] == job["trial_id"])
+        # trial 2 (0.80) confirms best; uniform a bit worse; trial 3 (0.70) worst
+        value = {0: 0.60, 2: 0.66, 3: 0.58}[trial["confirms"]] + 0.01 * job["proxy"]["seed"] % 0.02
+        assert api.complete(job, value).status_code == 200
+    assert len(confirm_jobs) == 6  # (uniform + top 2) x 2 seeds
+    found = api.search(search["id"])
+    assert found["state"] == "finished"
+    result = found["result"]
+    assert result["winner"]["trial_number"] == 2 and result["winner"]["seeds"] == 2
+    assert result["uniform"]["trial_number"] == 0
+    assert result["gain"] == pytest.approx(result["winner"]["mean"] - result["uniform"]["mean"])
+    assert sorted(c["trial_number"] for c in result["confirmed"]) == [0, 2, 3]
+    assert found["best_objective"] == pytest.approx(result["winner"]["mean"])
+    best = api.get(f"/searches/{search['id']}/best").json()
+    assert best["trial"]["number"] == 2
+    export = api.get(f"/searches/{search['id']}/export/peft").json()
+    assert export["trial_number"] == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("pruner", {"kind": "hyperband"}),
+        ("dynamic", {"at": [0.5, 0.2]}),
+        ("dynamic", {"at": [1.0]}),
+        ("confirm", {"top_k": 0}),
+        ("performance_model", {"acquisition": "pi"}),
+        ("performance_model", {"min_trials": 1}),
+    ],
+)
+def test_engine_settings_are_validated(api: Api, field: str, value: Any) -> None:
+    response = api.post("/searches", spec(**{field: value}))
+    assert response.status_code == 422
+    assert field in response.text
