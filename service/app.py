@@ -11,6 +11,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import optuna_mirror
 from service.api.errors import install_error_handlers
 from service.api.routes import admin, dashboard, health, leases, searches
 from service.auth import any_active_token
@@ -30,6 +31,19 @@ def reap_once(app: FastAPI) -> int:
         return lease_protocol.reap_expired(session, utcnow())
 
 
+def mirror_once(app: FastAPI) -> int:
+    """Mirror finished trials into Optuna studies (see service.optuna_mirror); never fatal."""
+    settings: Settings = app.state.settings
+    if not settings.optuna_mirror:
+        return 0
+    try:
+        with app.state.sessions() as session:
+            return optuna_mirror.sync(app.state.engine, session, settings.database_url)
+    except Exception:  # the mirror is for looking: a failure must not stop the reaper
+        log.exception("optuna mirror failed; trying again next sweep")
+        return 0
+
+
 async def reaper(app: FastAPI, interval_s: float) -> None:
     """Expire overdue leases every ``interval_s`` even when no worker is claiming."""
     while True:
@@ -41,6 +55,7 @@ async def reaper(app: FastAPI, interval_s: float) -> None:
             continue
         if reaped:
             log.info("expired %d lease(s)", reaped, extra={"action": "reap"})
+        await asyncio.to_thread(mirror_once, app)
 
 
 def warn_if_open(app: FastAPI) -> None:

@@ -4,21 +4,33 @@ A token is ``rt_`` + 43 url-safe characters (256 random bits); the database keep
 Roles: ``admin`` may do everything, ``user`` the user API (searches, trials, export, workers list),
 ``worker`` only the lease endpoints. Open mode: a server bound to a loopback host with no unrevoked
 token accepts requests without a token (as admin) and says so in its log.
+
+Every request of a worker used to cost a token lookup (a pool checkout, a query, a rollback). An
+``AuthMemo`` keeps each token's principal, and whether the server is open, for
+``RANKTUNE_AUTH_CACHE_S`` seconds (default 2; 0 = look up every time). A token created or revoked
+through this process (REST or the repository functions) takes effect at once: any change to an
+``api_tokens`` row flushed or committed by a session of this process clears every memo. A change
+made by another process (``ranktune token revoke``, another replica or API worker process) takes
+effect within ``RANKTUNE_AUTH_CACHE_S`` seconds. Only successful lookups are kept: an unknown or
+revoked token is looked up every time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
-from dataclasses import dataclass
-from typing import Literal
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, exists, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from service.db.models import ApiToken
 from service.errors import ServiceError
+from service.memo import TtlMemo
 
 TOKEN_PREFIX = "rt_"
 Role = Literal["admin", "user", "worker"]
@@ -82,18 +94,116 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def authenticate(session: Session, authorization: str | None, loopback: bool) -> Principal:
-    """The principal behind an ``Authorization`` header; a token, when given, is always checked."""
+@dataclass(eq=False)  # hashed by identity: memos live in a WeakSet
+class AuthMemo:
+    """Principals by token hash, and the open-mode answer, of one app (one database)."""
+
+    ttl_s: float
+    principals: TtlMemo[Principal] = field(init=False)
+    open_mode: TtlMemo[bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.principals = TtlMemo(self.ttl_s)
+        self.open_mode = TtlMemo(self.ttl_s)
+        _MEMOS.add(self)
+
+    def invalidate(self) -> None:
+        self.principals.invalidate()
+        self.open_mode.invalidate()
+
+
+_MEMOS: weakref.WeakSet[AuthMemo] = weakref.WeakSet()
+_TOKENS_CHANGED = "ranktune_tokens_changed"
+
+
+def invalidate_auth_memos() -> None:
+    """Forget every memoized principal and open-mode answer of this process."""
+    for memo in list(_MEMOS):
+        memo.invalidate()
+
+
+def _is_token_row(obj: Any) -> bool:
+    return isinstance(obj, ApiToken)
+
+
+@event.listens_for(Session, "after_flush")
+def _tokens_flushed(session: Session, _context: Any) -> None:
+    # At flush, before commit: a lookup that runs in between reads the old row and is memoized
+    # again, so the commit below clears once more.
+    if any(map(_is_token_row, itertools.chain(session.new, session.dirty, session.deleted))):
+        session.info[_TOKENS_CHANGED] = True
+        invalidate_auth_memos()
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _tokens_bulk_changed(state: ORMExecuteState) -> None:
+    if state.is_select:
+        return
+    if any(mapper.class_ is ApiToken for mapper in state.all_mappers):
+        state.session.info[_TOKENS_CHANGED] = True
+        invalidate_auth_memos()
+
+
+@event.listens_for(Session, "after_commit")
+def _tokens_committed(session: Session) -> None:
+    if session.info.pop(_TOKENS_CHANGED, False):
+        invalidate_auth_memos()
+
+
+@event.listens_for(Session, "after_rollback")
+def _tokens_rolled_back(session: Session) -> None:
+    session.info.pop(_TOKENS_CHANGED, None)
+
+
+def _open_mode(session: Session, memo: AuthMemo | None) -> bool:
+    if memo is None:
+        return not any_active_token(session)
+    known = memo.open_mode.get("open")
+    if known is not None:
+        return known
+    generation = memo.open_mode.generation()
+    is_open = not any_active_token(session)
+    memo.open_mode.put("open", is_open, generation)
+    return is_open
+
+
+def memoized_principal(authorization: str | None, loopback: bool, memo: AuthMemo) -> Principal | None:
+    """The principal when it is decided without the database (a memoized token or open-mode
+    answer, or no token off loopback), else None: then ``authenticate`` looks it up."""
     token = bearer_token(authorization)
     if token is None:
-        if loopback and not any_active_token(session):
+        if not loopback:
+            raise Unauthorized("Authorization: this endpoint needs a bearer token (ranktune token create)")
+        is_open = memo.open_mode.get("open")
+        if is_open is None:
+            return None
+        if is_open:
+            return OPEN_PRINCIPAL
+        raise Unauthorized("Authorization: this endpoint needs a bearer token (ranktune token create)")
+    return memo.principals.get(hash_token(token))
+
+
+def authenticate(
+    session: Session, authorization: str | None, loopback: bool, memo: AuthMemo | None = None
+) -> Principal:
+    """The principal behind an ``Authorization`` header; a token, when given, is always checked
+    (against the database, or against ``memo`` for at most its TTL)."""
+    token = bearer_token(authorization)
+    if token is None:
+        if loopback and _open_mode(session, memo):
             return OPEN_PRINCIPAL
         raise Unauthorized("Authorization: this endpoint needs a bearer token (ranktune token create)")
     digest = hash_token(token)
+    if memo is not None and (known := memo.principals.get(digest)) is not None:
+        return known
+    generation = memo.principals.generation() if memo is not None else 0
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first()
     # The lookup is by hash, so timing reveals nothing about the token; compare anyway for clarity.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("Authorization: unknown token")
     if row.revoked_at is not None:
         raise Unauthorized(f"Authorization: token {row.name!r} was revoked")
-    return Principal(name=row.name, role=row.role)  # type: ignore[arg-type]
+    principal = Principal(name=row.name, role=row.role)  # type: ignore[arg-type]
+    if memo is not None:
+        memo.principals.put(digest, principal, generation)
+    return principal

@@ -7,8 +7,10 @@ is migrated automatically; any other database must be upgraded explicitly, as a 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -21,8 +23,13 @@ from service.db.migrate import SchemaStatus, schema_status, upgrade
 from service.errors import DatabaseError, ServiceError
 from service.settings import Settings, redact_url
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger("ranktune.server")
 UPGRADE_HINT = "ranktune db upgrade"
+# How `serve` hands its settings (environment and command line merged) to its worker processes.
+SETTINGS_ENV = "_RANKTUNE_SERVE_SETTINGS"
 
 
 def ensure_schema(engine: Engine, settings: Settings) -> SchemaStatus:
@@ -52,8 +59,6 @@ def database(settings: Settings) -> Iterator[Session]:
 
 
 def run_serve(settings: Settings) -> None:
-    import uvicorn
-
     from service.app import create_app
     from service.logs import configure_logging
 
@@ -67,19 +72,47 @@ def run_serve(settings: Settings) -> None:
             field="host",
         )
     log.info(
-        "serving on http://%s:%d, database %s",
+        "serving on http://%s:%d with %d process%s, database %s",
         settings.host,
         settings.port,
+        settings.api_workers,
+        "" if settings.api_workers == 1 else "es",
         redact_url(settings.database_url),
     )
+    if settings.api_workers == 1:
+        _uvicorn(create_app(settings), settings)
+        return
+    # Several processes, each with its own GIL, engine and pool, accepting on one socket: the lease
+    # protocol keeps all its state in the database, as with replicas behind a load balancer.
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    _uvicorn("service.server:app_from_environment", settings, factory=True, workers=settings.api_workers)
+
+
+def _uvicorn(
+    app: FastAPI | str, settings: Settings, factory: bool = False, workers: int | None = None
+) -> None:
+    import uvicorn
+
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        factory=factory,
+        workers=workers,
         log_config=None,
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of a multi-process `serve` (uvicorn calls this factory)."""
+    from service.app import create_app
+    from service.logs import configure_logging
+
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)
 
 
 def run_db_upgrade(settings: Settings, console: Console) -> None:

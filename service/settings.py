@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=0, le=65535)
     reap_interval_s: float = Field(default=5.0, description="Seconds between expired-lease sweeps; 0 = off")
+    optuna_mirror: bool = Field(
+        default=True,
+        description="Mirror finished trials into Optuna studies for optuna-dashboard (each sweep)",
+    )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     lease_ttl_s: float = Field(default=120.0, gt=0, description="Default lease lifetime of a search")
     idle_retry_after_s: int = Field(default=2, ge=1, description="Retry-After when no trial is queued")
@@ -31,6 +35,27 @@ class Settings(BaseSettings):
         default=40, ge=1, le=1000, description="Threads serving requests at once (the database work)"
     )
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    api_workers: int = Field(
+        default=1, ge=1, le=64, description="uvicorn worker processes of `ranktune serve` (each its own GIL)"
+    )
+    auth_cache_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="Seconds a token's principal is reused before it is looked up again; 0 = always. "
+        "A token revoked by another process stops working within this time (at once in this process)",
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="Database connections kept open per API process"
+    )
+    db_max_overflow: int = Field(
+        default=20, ge=0, le=1000, description="Extra connections an API process may open under load"
+    )
+    db_ping_after_idle_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="Test a pooled connection before use when it sat idle this long; 0 = test every time",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
 

@@ -6,15 +6,21 @@ with ``BEGIN IMMEDIATE``. A deferred transaction that reads and then writes can 
 "database is locked" (WAL snapshot upgrade) no matter the busy timeout; IMMEDIATE waits instead.
 Writers of one process also queue on a lock of their own: SQLite's busy handler waits by sleeping
 (up to 100 ms a turn), which under many concurrent writers wastes most of the time it waits.
+
+PostgreSQL connections are tested before use only when they sat idle in the pool for
+``db_ping_after_idle_s`` (a server restart or an idle timeout is what kills them); pinging every
+checkout cost a round trip per transaction, two or three per lease request. A connection that dies
+while busy fails its statement, and SQLAlchemy then drops the whole pool.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,18 +32,39 @@ WRITE_OPTION = "ranktune_write"
 
 def make_engine(settings: Settings) -> Engine:
     url = make_url(settings.database_url)
+    pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        idle_s = settings.db_ping_after_idle_s
+        engine = create_engine(url, pool_pre_ping=idle_s == 0, **pool)
+        if idle_s > 0:
+            _ping_when_idle(engine, idle_s)
+        return engine
     if url.database and url.database != ":memory:":
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},
-        pool_size=10,
-        max_overflow=20,
+        **pool,
     )
     _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # ``record.info`` is emptied when a connection is replaced: a new one is not pinged.
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as e:  # any DBAPI error: the pool replaces the connection and tries again
+            raise exc.DisconnectionError(f"pooled connection unusable ({type(e).__name__})") from e
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
+from service import engine
 from service.db.engine import begin_write
 from service.db.models import Base, Lease, Measurement, Search, Trial
 from service.db.repository.searches import lock_search
@@ -39,6 +42,7 @@ from service.searching import stored_spec
 
 log = logging.getLogger("ranktune.leases")
 TRIALS = Base.metadata.tables["trials"]  # Core table: claims are plain SQL, no ORM bookkeeping
+LEASES = Base.metadata.tables["leases"]
 _CLAIM_RETRIES = 5
 
 
@@ -49,6 +53,7 @@ _CLAIMED = (
     TRIALS.c.attempt,
     TRIALS.c.schedule,
     TRIALS.c.proxy_seed,
+    TRIALS.c.kind,
 )
 
 
@@ -60,6 +65,7 @@ def _claim_values(worker: WorkerInfo, now: datetime) -> dict[str, object]:
         "started_at": now,
         "step": None,
         "total_steps": None,
+        "timeline": None,  # a re-allocation of an earlier attempt does not carry over
     }
 
 
@@ -72,16 +78,18 @@ def _claim_postgresql(session: Session, worker: WorkerInfo, now: datetime) -> Ro
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
+    # UPDATE … FROM searches: the job's search fields come back in the same round trip (the
+    # search row is read, not locked).
     statement = (
         update(TRIALS)
-        .where(TRIALS.c.id == oldest_queued)
+        .where(TRIALS.c.id == oldest_queued, Search.id == TRIALS.c.search_id)
         .values(**_claim_values(worker, now))
-        .returning(*_CLAIMED)
+        .returning(*_CLAIMED, Search.spec, Search.lease_ttl_s)
     )
     return session.execute(statement).first()
 
 
-def _claim_sqlite(session: Session, worker: WorkerInfo, now: datetime) -> Row | None:
+def _claim_sqlite(session: Session, worker: WorkerInfo, now: datetime) -> tuple[Any, ...] | None:
     for _ in range(_CLAIM_RETRIES):
         trial_id = session.scalar(
             select(TRIALS.c.id).where(TRIALS.c.state == "queued").order_by(TRIALS.c.id).limit(1)
@@ -96,13 +104,18 @@ def _claim_sqlite(session: Session, worker: WorkerInfo, now: datetime) -> Row | 
         )
         row = session.execute(statement).first()
         if row is not None:
-            return row
+            # SQLite's RETURNING cannot name the table of UPDATE … FROM; a read is cheap in-process.
+            search = session.execute(
+                select(Search.spec, Search.lease_ttl_s).where(Search.id == row.search_id)
+            ).one()
+            return (*row, *search)
     return None
 
 
 def claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, now: datetime) -> Job | None:
     """Give the oldest queued trial to ``worker``, or None when nothing is queued."""
     begin_write(session)
+    row: Sequence[Any] | None
     if session.get_bind().dialect.name == "postgresql":
         row = _claim_postgresql(session, worker, now)
     else:
@@ -111,22 +124,24 @@ def claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, now
         upsert_worker(session, worker, now, current_trial_id=None)
         session.commit()
         return None
-    trial_id, search_id, number, attempt, schedule, proxy_seed = row
-    search = session.get(Search, search_id)
-    assert search is not None  # trials.search_id is a foreign key
-    lease = Lease(
-        id=str(uuid.uuid4()),
-        trial_id=trial_id,
-        attempt=attempt,
-        worker_id=upsert_worker(session, worker, now, current_trial_id=trial_id),
-        state="active",
-        created_at=now,
-        expires_at=now + timedelta(seconds=search.lease_ttl_s),
+    trial_id, search_id, number, attempt, schedule, proxy_seed, kind, search_spec, lease_ttl_s = row
+    lease_id, expires_at = str(uuid.uuid4()), now + timedelta(seconds=lease_ttl_s)
+    worker_id = upsert_worker(session, worker, now, current_trial_id=trial_id)
+    # Core, not an ORM object: nothing reads the lease back in this transaction.
+    session.execute(
+        insert(LEASES).values(
+            id=lease_id,
+            trial_id=trial_id,
+            attempt=attempt,
+            worker_id=worker_id,
+            state="active",
+            created_at=now,
+            expires_at=expires_at,
+        )
     )
-    session.add(lease)
-    spec = stored_spec(search.spec)
+    spec = stored_spec(search_spec)  # memoized: the spec never changes after submission
     job = Job(
-        lease_id=lease.id,
+        lease_id=lease_id,
         trial_id=trial_id,
         search_id=search_id,
         trial_number=number,
@@ -135,10 +150,13 @@ def claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, now
         task=spec.task,
         method=spec.method.model_dump(mode="json"),
         schedule=schedule,
-        proxy={**spec.proxy.model_dump(mode="json"), "seed": proxy_seed},
+        kind=kind,
+        eval_split="test" if kind == "confirm" else "val",
+        proxy=engine.job_proxy(spec, kind, proxy_seed),
+        dynamic=spec.dynamic.model_dump(mode="json") if spec.dynamic and kind == "proxy" else None,
         objective=spec.objective.model_dump(mode="json"),
-        heartbeat_interval_s=min(heartbeat_interval_s, search.lease_ttl_s / 3),
-        expires_at=lease.expires_at,
+        heartbeat_interval_s=min(heartbeat_interval_s, lease_ttl_s / 3),
+        expires_at=expires_at,
     )
     session.commit()
     log.info(
@@ -252,6 +270,10 @@ def heartbeat(session: Session, lease_id: str, body: HeartbeatRequest, now: date
         _store_measurements(session, trial_id, attempt, body.measurements, now)
         touch_worker(session, worker_id, now)
         session.commit()
+        if body.site_stats is not None or any(m.metric is not None for m in body.measurements):
+            answer = _engine_step(session, lease_id, body, now)
+            if answer is not None:
+                return answer
         return HeartbeatResponse(action="continue", expires_at=expires_at)
     session.execute(
         update(Lease)
@@ -262,6 +284,52 @@ def heartbeat(session: Session, lease_id: str, body: HeartbeatRequest, now: date
     worker_finished_trial(session, worker_id, trial_id, done=False, now=now)
     session.commit()
     log.info(reason, extra={"action": "stop", "search": search_id, "trial": trial_id})
+    return HeartbeatResponse(action="stop", expires_at=None, reason=reason)
+
+
+def _engine_step(
+    session: Session, lease_id: str, body: HeartbeatRequest, now: datetime
+) -> HeartbeatResponse | None:
+    """Dynamic re-allocation or pruning for a running proxy trial; None: carry on as before.
+
+    A second transaction after the hot path: it locks search, trial and lease in the global order,
+    which the hot path (trial, lease only) must not do.
+    """
+    begin_write(session)
+    locked = _lock(session, lease_id, body.attempt)
+    search, trial, lease = locked.search, locked.trial, locked.lease
+    live = trial.state == "running" and trial.attempt == lease.attempt and lease.state == "active"
+    if not live or trial.kind != "proxy":
+        session.rollback()
+        return None
+    spec = stored_spec(search.spec)
+    if body.site_stats is not None:
+        change = engine.reallocation(session, search, spec, trial, body.site_stats, body.step)
+        if change is not None:
+            schedule, event = change
+            trial.timeline = [*(trial.timeline or []), event]
+            expires_at = lease.expires_at
+            session.commit()
+            log.info(
+                "re-allocated at step %d: %s",
+                body.step,
+                event["reason"],
+                extra={"action": "resize", "search": search.id, "trial": trial.id},
+            )
+            return HeartbeatResponse(
+                action="resize", expires_at=expires_at, schedule=schedule.to_json(), reason=event["reason"]
+            )
+    reason = engine.prune_reason(session, search, spec, trial)
+    if reason is None:
+        session.rollback()
+        return None
+    trial.state, trial.reason, trial.finished_at = "pruned", reason, now
+    trial.objective = engine.last_value(session, trial)
+    lease.state, lease.ended_at = "stopped", now
+    worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
+    top_up(session, search, now)
+    session.commit()
+    log.info(reason, extra={"action": "prune", "search": search.id, "trial": trial.id})
     return HeartbeatResponse(action="stop", expires_at=None, reason=reason)
 
 
@@ -308,7 +376,7 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
     trial.objective = body.metrics[metric]
     trial.metrics = dict(body.metrics)
     trial.curve = [m.model_dump() for m in body.curve]
-    trial.timeline = list(body.timeline)
+    trial.timeline = trial.timeline or list(body.timeline)  # the server's carries re-allocation reasons
     trial.trainable_params = body.trainable_params
     trial.adapter_params = body.adapter_params
     trial.wall_time_s = body.wall_time_s

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
 
 from service.app import create_app
+from service.db.models import Lease
 from tests.service.api import make_settings, spec
-from tests.service.databases import migrate
+from tests.service.databases import PostgresDatabases, migrate, postgres_available
 from tests.service.server import LiveServer
 from trainer.worker.spool import Spool
 
@@ -25,17 +28,51 @@ TINY_PROXY = {"steps": 6, "lr": 0.001, "batch_size": 8, "seed": 0, "eval_every":
 pytestmark = pytest.mark.slow
 
 
+def live_server(url: str) -> LiveServer:
+    migrate(url)
+    return LiveServer(create_app(make_settings(url, reap_interval_s=0.5, heartbeat_interval_s=0.5)))
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    url = f"sqlite:///{tmp_path / 'e2e.db'}"
-    migrate(url)
-    settings = make_settings(url, reap_interval_s=0.5, heartbeat_interval_s=0.5)
-    with LiveServer(create_app(settings)) as live:
+    with live_server(f"sqlite:///{tmp_path / 'e2e.db'}") as live:
         yield live
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server on SQLite, then on a fresh PostgreSQL database (dropped afterwards)."""
+    if request.param == "sqlite":
+        with live_server(f"sqlite:///{tmp_path / 'e2e.db'}") as live:
+            yield live
+        return
+    reason = postgres_available()
+    if reason is not None:
+        pytest.skip(reason)
+    databases = PostgresDatabases()
+    try:
+        with live_server(databases.url(databases.create("e2e"))) as live:
+            yield live
+    finally:
+        databases.close()
 
 
 def api(server: LiveServer) -> httpx.Client:
     return httpx.Client(base_url=server.url + "/api/v1", timeout=30)
+
+
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_stray_workers() -> Iterator[None]:
+    """A test that fails or times out must not leave a worker training in the background."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 def start_worker(server: LiveServer, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
@@ -50,7 +87,9 @@ def start_worker(server: LiveServer, tmp_path: Path, *args: str) -> subprocess.P
         str(tmp_path / "spool"),
         *args,
     ]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _started.append(process)
+    return process
 
 
 def submit(client: httpx.Client, **overrides: object) -> dict:
@@ -89,7 +128,8 @@ def test_worker_runs_a_search_to_the_end(server: LiveServer, tmp_path: Path) -> 
     assert not list((tmp_path / "spool").glob("*.json")), "every report was acknowledged"
 
 
-def test_sigkilled_worker_trial_is_rerun_and_completed_once(server: LiveServer, tmp_path: Path) -> None:
+def test_sigkilled_worker_trial_is_rerun_and_completed_once(any_server: LiveServer, tmp_path: Path) -> None:
+    server = any_server
     with api(server) as client:
         search = submit(
             client, max_trials=1, lease_ttl_s=5, proxy={**TINY_PROXY, "steps": 80, "eval_every": 40}
@@ -105,6 +145,12 @@ def test_sigkilled_worker_trial_is_rerun_and_completed_once(server: LiveServer, 
         [trial] = trials(client, search["id"])
         assert trial["state"] == "succeeded" and trial["attempt"] == 2 and trial["worker_name"] == "rescuer"
         assert client.get(f"/searches/{search['id']}").json()["state"] == "finished"
+    app: FastAPI = server.server.config.app
+    with app.state.sessions() as session:
+        leases = session.execute(
+            select(Lease.attempt, Lease.state).where(Lease.trial_id == trial["id"]).order_by(Lease.attempt)
+        ).all()
+    assert [tuple(lease) for lease in leases] == [(1, "expired"), (2, "completed")], "completed once"
 
 
 def test_sigterm_hands_the_trial_back_and_exits_0(server: LiveServer, tmp_path: Path) -> None:

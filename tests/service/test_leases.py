@@ -36,9 +36,10 @@ def test_claim_returns_the_whole_job(api: Api) -> None:
     search = api.submit()
     job = claim(api)
     assert set(job) == {
-        "lease_id", "trial_id", "search_id", "trial_number", "attempt", "model", "task", "method",
-        "schedule", "proxy", "objective", "heartbeat_interval_s", "expires_at",
+        "lease_id", "trial_id", "search_id", "trial_number", "kind", "eval_split", "attempt", "model",
+        "task", "method", "schedule", "proxy", "objective", "dynamic", "heartbeat_interval_s", "expires_at",
     }  # fmt: skip
+    assert job["kind"] == "proxy" and job["dynamic"] is None and job["eval_split"] == "val"
     assert job["search_id"] == search["id"] and job["trial_number"] == 0 and job["attempt"] == 1
     assert job["model"] == "builtin:tiny-vlm" and job["task"] == "builtin:digits-vqa"
     assert job["method"] == {"kind": "lora", "dropout": 0.0, "dmlora": {}}

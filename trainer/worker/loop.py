@@ -94,6 +94,14 @@ class Heartbeat(threading.Thread):
         self._done.set()
 
 
+def dynamic_steps(job: dict[str, Any]) -> tuple[int, ...]:
+    """The steps at which a dynamic-mode trial reports its adapters ("dynamic": {"at": fractions})."""
+    dynamic = job.get("dynamic") or {}
+    steps = int(job["proxy"]["steps"])
+    found = {min(steps - 1, max(1, round(f * steps))) for f in dynamic.get("at", [])}
+    return tuple(sorted(s for s in found if 1 <= s < steps))
+
+
 class Worker:
     def __init__(self, options: WorkerOptions) -> None:
         from trainer.cache import cache_dir
@@ -177,9 +185,17 @@ class Worker:
         log.info("action=claimed search=%s trial=%s attempt=%s worker=%s", job["search_id"], trial,
                  job["attempt"], self.options.name)  # fmt: skip
         heart = Heartbeat(self.client, job)
+        settings = ProxySettings(**job["proxy"], checkpoints=dynamic_steps(job))
 
         def on_checkpoint(point: Checkpoint) -> Resize | None:
-            heart.record({"step": point.step, "loss": point.loss, "metric": point.metric})
+            measurement = {"step": point.step, "loss": point.loss, "metric": point.metric}
+            if point.step in settings.checkpoints:
+                # A re-allocation point: report the adapters now and wait for the server's answer.
+                heart.record(measurement, point.site_statistics())
+                heart.step = point.step
+                heart.beat()
+            else:
+                heart.record(measurement)
             if heart.resize_to is not None:
                 schedule, heart.resize_to = RankSchedule.from_json(heart.resize_to), None
                 return Resize(schedule)
@@ -196,8 +212,8 @@ class Worker:
             task = self.task_for(job)
             result = proxy_finetune(
                 task, RankSchedule.from_json(job["schedule"]), AdapterMethod.from_json(job["method"]),
-                ProxySettings(**job["proxy"]), device=self.options.device, callback=on_checkpoint,
-                on_step=on_step, stop_requested=stop_requested,
+                settings, device=self.options.device, callback=on_checkpoint,
+                on_step=on_step, stop_requested=stop_requested, eval_split=job.get("eval_split", "val"),
             )  # fmt: skip
         except RanktuneError as e:
             heart.finish()
