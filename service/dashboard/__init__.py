@@ -1,0 +1,1 @@
+"""The dashboard's single-page app (index.html, scripts, style), served by ``routes.dashboard``."""
