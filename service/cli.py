@@ -153,11 +153,23 @@ def train(
 
 @app.command()
 @user_errors
-def demo() -> None:
-    """Plan builtin:tiny-vlm under a rank-8 budget and check the plan on a real PEFT model."""
+def demo(
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out", help="Where the database and PEFT config go")
+    ] = Path("ranktune-out"),
+    port: Annotated[
+        int, typer.Option(help="Loopback port for the API and dashboard; 0 picks a free one")
+    ] = 0,
+    exit_when_done: Annotated[
+        bool, typer.Option("--exit", help="Return when done instead of serving")
+    ] = False,
+) -> None:
+    """Run a real rank search end to end: embedded server, local worker, tiny VLM, confirmation."""
     from service.demo import run_demo
 
-    run_demo(out)
+    search = run_demo(out, out_dir, port, exit_when_done)
+    if search["state"] != "finished":
+        raise typer.Exit(1)
 
 
 db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)

@@ -74,25 +74,27 @@ def read_spec(path: Path) -> dict[str, Any]:
     return data
 
 
-def best_metric(client: httpx.Client, search_id: int) -> float | None:
-    trials = call(client, "GET", f"/searches/{search_id}/trials")
-    values = [t["objective"] for t in trials.get("trials", []) if t.get("objective") is not None]
-    return max(values) if values else None
+def planned_trials(search: dict[str, Any]) -> int:
+    """Proxy trials plus, with confirmation, at most (top_k + 1) · seeds confirmation runs."""
+    confirm = (search.get("spec") or {}).get("confirm")
+    extra = (confirm["top_k"] + 1) * confirm["seeds"] if confirm else 0
+    return int(search["max_trials"]) + extra
 
 
 def wait_for(client: httpx.Client, search: dict[str, Any], poll_s: float = 2.0) -> dict[str, Any]:
     """Progress bar until the search ends: finished/total trials and the best metric so far."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err) as progress:
-        bar = progress.add_task(search["name"], total=search["max_trials"])
+        bar = progress.add_task(search["name"], total=planned_trials(search))
         while True:
             search = call(client, "GET", f"/searches/{search['id']}")
             counts = search["trials"]
             done = sum(counts[k] for k in ("succeeded", "failed", "pruned", "cancelled"))
-            best = best_metric(client, search["id"])
+            best = search.get("best_objective")
             label = f"{search['name']} best={best:.4f}" if best is not None else search["name"]
             progress.update(bar, completed=done, description=f"{label} running={counts['running']}")
             if search["state"] != "running":
+                progress.update(bar, total=done)
                 return search
             time.sleep(poll_s)
 
@@ -141,8 +143,8 @@ def status(
         for s in searches:
             counts = s["trials"]
             done = sum(counts[k] for k in ("succeeded", "failed", "pruned", "cancelled"))
-            best = best_metric(client, s["id"])
-            table.add_row(str(s["id"]), s["name"], s["state"], s["strategy"], f"{done}/{s['max_trials']}",
+            best = s.get("best_objective")
+            table.add_row(str(s["id"]), s["name"], s["state"], s["strategy"], f"{done}/{planned_trials(s)}",
                           str(counts["running"]), "-" if best is None else f"{best:.4f}")  # fmt: skip
         out.print(table)
 

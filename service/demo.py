@@ -1,59 +1,131 @@
-"""``ranktune demo``: the most useful real thing ranktune does end to end today.
+"""``ranktune demo``: a real rank search end to end on this machine, with nothing to set up.
 
-Plans the built-in tiny VLM at a rank-8 budget, draws random hierarchical schedules under the same
-budget, and applies each exported PEFT config to a real (randomly initialised) model to prove the
-ranks and parameter counts PEFT builds are exactly the planned ones.
+An embedded API server (SQLite under the output directory, a free loopback port) and a local worker
+thread run a search on ``builtin:tiny-vlm`` + ``builtin:digits-vqa`` at the budget of uniform rank-8
+LoRA with the default strategy (perfmodel), then confirm the best schedules against uniform at a
+longer length with two seeds. The summary shows the winner as a heatmap, its confirmed accuracy
+against uniform LoRA, and where its PEFT config was written; the dashboard keeps serving until
+Ctrl-C (or returns at once with ``--exit``). The database is kept, so a later demo warm-starts its
+performance model from the earlier ones (transfer).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
 from rich.console import Console
-from rich.progress import Progress
 
-from search.peft_format import to_peft_config
-from search.schedule import RankSchedule
+from search.schedule import Budget, RankSchedule
+from service.client_cli import wait_for
 from service.plan_view import print_schedule
-from service.planning import make_plan
 
-MODEL = "builtin:tiny-vlm"
-
-
-def peft_ranks(schedule: RankSchedule) -> tuple[dict[str, int], int]:
-    """Build the real model, wrap it with PEFT using the exported config, read back ranks and params."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlavaForConditionalGeneration
-
-    from trainer.builtin.tiny_vlm import tiny_vlm_config
-
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(tiny_vlm_config())
-    config = to_peft_config(schedule)
-    config.pop("peft_type")
-    peft_model = get_peft_model(model, LoraConfig(**config))
-    ranks = {}
-    for name, module in model.named_modules():  # PEFT swaps its layers into ``model`` in place
-        if hasattr(module, "r") and isinstance(module.r, dict) and "default" in module.r:
-            ranks[name] = module.r["default"]
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    return ranks, trainable
+MODEL, TASK = "builtin:tiny-vlm", "builtin:digits-vqa"
+DEMO_SPEC: dict[str, Any] = {
+    "name": "demo: tiny-vlm on digits-vqa",
+    "model": MODEL,
+    "task": TASK,
+    "method": {"kind": "lora"},
+    "budget": {"rank": 8},
+    "space": {"grid": [0, 2, 4, 8, 16, 32]},
+    "max_trials": 10,
+    "parallelism": 2,
+    "proxy": {"steps": 100, "lr": 0.003, "batch_size": 32, "seed": 0, "eval_every": 50},
+    "performance_model": {"min_trials": 6},
+    "confirm": {"top_k": 2, "steps": 240, "seeds": 2},
+}
 
 
-def run_demo(console: Console, samples: int = 4) -> None:
-    plan = make_plan(MODEL, budget_rank=8)
-    print_schedule(console, plan.schedule, plan.budget, title=f"{MODEL} uniform baseline: ")
-    schedules = [plan.schedule] + [plan.space.random(seed) for seed in range(samples)]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("checking schedules against PEFT", total=len(schedules))
-        for schedule in schedules:
-            ranks, trainable = peft_ranks(schedule)
-            expected = {s.name: r for s, r in schedule.active()}
-            if ranks != expected or trainable != schedule.parameter_count:
-                raise AssertionError(f"PEFT built {trainable} params, planned {schedule.parameter_count}")
-            progress.advance(task)
-    best = schedules[1]
-    print_schedule(console, best, plan.budget, title=f"{MODEL} random hierarchical sample (seed 0): ")
-    console.print(
-        f"[green]ok[/] {len(schedules)} schedules applied with PEFT: per-module ranks and trainable "
-        f"parameters match the plan exactly (budget {plan.budget.params:,} params)."
+def run_demo(
+    console: Console,
+    out_dir: Path,
+    port: int = 0,
+    exit_when_done: bool = False,
+    spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the demo search (``spec``: DEMO_SPEC by default); returns the search as the API reports it."""
+    spec = spec or DEMO_SPEC
+    from service.app import create_app
+    from service.db.migrate import upgrade_settings
+    from service.embedded import EmbeddedServer
+    from service.logs import configure_logging
+    from service.settings import Settings
+    from trainer.builtin.pretrain import load_tiny_vlm
+    from trainer.worker.loop import Worker, WorkerOptions
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(database_url=f"sqlite:///{out_dir.resolve() / 'ranktune-demo.db'}", host="127.0.0.1")
+    configure_logging("error", False)
+    upgrade_settings(settings)
+    with console.status("preparing the built-in tiny VLM (pretrained once on this machine, then cached)"):
+        load_tiny_vlm()
+    with EmbeddedServer(create_app(settings), port=port) as server:
+        console.print(
+            f"ranktune server on [bold]{server.url}[/] (dashboard), database {settings.database_url}"
+        )
+        worker = Worker(WorkerOptions(server=server.url, name="demo-worker", device="cpu",
+                                      spool_dir=out_dir / "spool", max_poll_s=1.0))  # fmt: skip
+        thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
+        thread.start()
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=120) as client:
+            search = _post(client, "/searches", spec)
+            console.print(
+                f"search {search['id']}: {search['max_trials']} proxy trials of "
+                f"{spec['proxy']['steps']} steps, strategy {search['strategy']}, "
+                f"budget {search['budget_params']:,} params "
+                "(uniform rank 8); then confirmation at full length"
+            )
+            search = wait_for(client, search, poll_s=1.0)
+            worker.preempted = True  # let the worker thread end after its current poll
+            summarize(console, client, search, out_dir)
+        console.print(f"dashboard: [bold]{server.url}/#/searches/{search['id']}[/]")
+        if not exit_when_done:
+            console.print("serving the dashboard until Ctrl-C")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("stopped")
+        thread.join(timeout=15)
+    return search
+
+
+def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(path, json=body)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def summarize(console: Console, client: httpx.Client, search: dict[str, Any], out_dir: Path) -> None:
+    if search["state"] != "finished":
+        console.print(f"[red]search {search['state']}[/]: {search.get('reason')}")
+        return
+    best = client.get(f"/searches/{search['id']}/best").json()
+    schedule = RankSchedule.from_json(best["trial"]["schedule"])
+    budget = Budget(params=search["budget_params"], uniform_rank=search["budget_rank"])
+    print_schedule(
+        console, schedule, budget, title=f"best schedule (trial {best['trial']['number']}): ", heat=True
     )
+    result = search.get("result") or {}
+    winner, uniform = result.get("winner"), result.get("uniform")
+    if winner and uniform:
+        console.print(
+            f"confirmed accuracy ({search['spec']['confirm']['steps']} steps, {winner['seeds']} seeds, "
+            f"test split held out from the search): winner {winner['mean']:.3f} ± {winner['std']:.3f}, "
+            f"uniform rank-8 LoRA {uniform['mean']:.3f} ± {uniform['std']:.3f}, gain {result['gain']:+.3f}"
+        )
+    model = search.get("performance_model") or {}
+    if model.get("spearman") is not None:
+        console.print(
+            f"performance model: cross-validated Spearman {model['spearman']:.2f}, MAE {model['mae']:.3f} "
+            f"over {model['trials']} trials"
+        )
+    exported = client.get(f"/searches/{search['id']}/export/peft").json()
+    target = out_dir / "adapter_config.json"
+    target.write_text(json.dumps(exported["peft_config"], indent=2))
+    console.print(f"PEFT config (LoraConfig with rank_pattern) written to [bold]{target}[/]")

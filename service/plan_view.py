@@ -8,11 +8,17 @@ from rich.table import Table
 from search.schedule import Budget, RankSchedule
 from search.sites import TOWERS, kind_sort_key
 
+HEAT = ("grey50", "blue", "dodger_blue1", "green3", "yellow1", "dark_orange", "red1", "magenta")
+
 
 def print_schedule(
-    console: Console, schedule: RankSchedule, budget: Budget | None = None, title: str = ""
+    console: Console,
+    schedule: RankSchedule,
+    budget: Budget | None = None,
+    title: str = "",
+    heat: bool = False,
 ) -> None:
-    console.print(schedule_tables(schedule))
+    console.print(schedule_tables(schedule, heat))
     console.print(schedule_summary(schedule, budget, title), style="bold", soft_wrap=True, highlight=False)
 
 
@@ -23,9 +29,22 @@ def schedule_summary(schedule: RankSchedule, budget: Budget | None = None, title
     return f"{title}{active}/{len(schedule.ranks)} sites adapted, {spent}"
 
 
-def schedule_tables(schedule: RankSchedule) -> Group:
+def heat_style(rank: int, ranks: list[int]) -> str:
+    """A colour per distinct rank, from cold (0) to hot (the largest in the schedule)."""
+    levels = sorted(set(ranks))
+    step = (len(HEAT) - 1) / max(1, len(levels) - 1)
+    return f"bold {HEAT[round(levels.index(rank) * step)]}"
+
+
+def schedule_tables(schedule: RankSchedule, heat: bool = False) -> Group:
     parts: list[Table] = []
     pairs = list(zip(schedule.sites, schedule.ranks, strict=True))
+    all_ranks = list(schedule.ranks)
+
+    def cell(ranks: list[int]) -> str:
+        text = "/".join(str(r) for r in ranks)
+        return f"[{heat_style(max(ranks), all_ranks)}]{text}[/]" if heat else text
+
     for tower in TOWERS:
         in_tower = [(s, r) for s, r in pairs if s.tower == tower]
         if not in_tower:
@@ -42,7 +61,7 @@ def schedule_tables(schedule: RankSchedule) -> Group:
             rows.setdefault(site.layer, {}).setdefault(site.kind, []).append(rank)
             row_params[site.layer] = row_params.get(site.layer, 0) + rank * site.params_per_rank
         for layer, by_kind in sorted(rows.items(), key=lambda item: -1 if item[0] is None else item[0]):
-            cells = ["/".join(str(r) for r in by_kind[k]) if k in by_kind else "-" for k in kinds]
+            cells = [cell(by_kind[k]) if k in by_kind else "-" for k in kinds]
             table.add_row("-" if layer is None else str(layer), *cells, f"{row_params[layer]:,}")
         parts.append(table)
     return Group(*parts)
