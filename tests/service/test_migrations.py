@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -9,12 +10,13 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, text
 
 from service.app import create_app
 from service.db.engine import make_engine
 from service.db.migrate import alembic_config, head_revision, schema_status, upgrade
 from service.db.models import Base
+from service.db.types import utcnow
 from service.settings import Settings
 from tests.service.api import make_settings
 from tests.service.conftest import databases_for
@@ -76,3 +78,53 @@ def test_healthz_is_503_when_the_database_is_unreachable() -> None:
     with TestClient(create_app(make_settings(url))) as client:
         response = client.get("/healthz")
         assert response.status_code == 503 and response.json()["database"] == "unreachable"
+
+
+def _fixture_at_0001(engine: Engine) -> None:
+    """A database as revision 0001 left it: a finished search with a succeeded trial and its lease."""
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO searches (id, name, spec, state, sites, strategy, budget_params, budget_rank, "
+                "max_trials, parallelism, max_attempts, lease_ttl_s, objective_metric, objective_direction, "
+                "trials_created, created_at) VALUES (1, 'old', :spec, 'finished', '[]', 'random', 1000, 8, "
+                "1, 1, 3, 60.0, 'accuracy', 'maximize', 1, :now)"
+            ),
+            {"spec": json.dumps({"name": "old", "model": "builtin:tiny-vlm", "task": "builtin:digits-vqa"}),
+             "now": utcnow()},
+        )  # fmt: skip
+        connection.execute(
+            text(
+                "INSERT INTO trials (id, search_id, number, kind, state, schedule, parameter_count, "
+                "proxy_seed, attempt, max_attempts, objective, created_at) "
+                "VALUES (1, 1, 0, 'proxy', 'succeeded', '{}', 1000, 0, 1, 3, 0.75, :now)"
+            ),
+            {"now": utcnow()},
+        )
+
+
+def test_a_database_at_0001_upgrades_keeping_its_rows(empty_url: str) -> None:
+    """Every past revision gets a fixture with data; upgrading it must keep every row readable."""
+    engine = make_engine(Settings(database_url=empty_url))
+    try:
+        _fixture_at_0001(engine)
+        assert schema_status(engine).current == "0001"
+        assert upgrade(engine).at_head
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT objective, vector, predicted, confirms FROM trials WHERE id = 1")
+            ).one()
+            assert (
+                row.objective == 0.75
+                and row.vector is None
+                and row.predicted is None
+                and row.confirms is None
+            )
+            search = connection.execute(text("SELECT name, performance_model FROM searches")).one()
+            assert search.name == "old" and search.performance_model is None
+    finally:
+        engine.dispose()
+    with TestClient(create_app(make_settings(empty_url))) as client:
+        trials = client.get("/api/v1/searches/1/trials").json()["trials"]
+        assert [(t["number"], t["objective"], t["predicted"]) for t in trials] == [(0, 0.75, None)]
