@@ -1,0 +1,88 @@
+"""Smoke test of bench/search_quality.py: its main loop in process on a tiny configuration."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import search_quality as bench
+
+pytestmark = pytest.mark.slow
+
+# One strategy besides the uniform baseline, 2 proxy trials of 4 steps, confirmation and AdaLoRA of 4
+# steps with 1 seed: five fine-tunes, each dominated by one evaluation (the first builds the data).
+TINY = bench.Config(tasks=("tiny-vlm",), strategies=("random",), trials=2, seeds=1, steps=4, confirm_steps=4,
+                    confirm_seeds=1, top_k=1, rank_schedules=1, adalora=True)  # fmt: skip
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """As the bench runs by default: on shared cores 2 threads spin-wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fraction(value: float) -> bool:
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: None) -> None:
+    results = bench.run(TINY, progress=False)
+    assert results["config"]["trials"] == 2 and results["wall_s"] > 0
+    task = results["tasks"]["tiny-vlm"]
+    assert (task["model"], task["task"], task["sites"]) == ("builtin:tiny-vlm", "builtin:digits-vqa", 54)
+    assert task["budget_params"] == 121_600  # uniform rank 8 on the 54 sites
+    assert list(task["strategies"]) == ["random"]
+    random = task["strategies"]["random"]
+    (trials,) = random["trials"].values()
+    assert [t["number"] for t in trials] == [0, 1]
+    assert [t["seed"] for t in trials] == [0, 0]  # random trains every schedule with the search's seed
+    assert trials[0]["ranks"] == (8,) * 54  # trial 0 is the uniform baseline
+    assert all(fraction(t["objective"]) for t in trials)
+    assert random["proxy_best"]["mean"] == max(t["objective"] for t in trials)
+    assert random["confirmed"]["n"] == 1 and fraction(random["confirmed"]["mean"])
+    baseline = task["uniform_confirmed"]
+    assert baseline["n"] == 1 and fraction(baseline["mean"])
+    assert random["gain_points"] == pytest.approx(100 * (random["confirmed"]["mean"] - baseline["mean"]))
+    assert random["service_result"]["mean"] >= baseline["mean"]  # the service keeps the better of the two
+    assert task["perfmodel_reach"] is None  # needs tpe and perfmodel
+    assert task["uniform_proxy_over_seeds"] is None  # needs the uniform strategy
+    assert task["model_pool"] == len({tuple(t["ranks"]) for t in trials}) and task["model_curve"] == []
+    pairs = task["proxy_vs_full"]
+    # Both proxy schedules are confirmed (top-1 of the proxy trials besides trial 0, and uniform): no
+    # schedule is left for extra full-length runs, and two points give no rank correlation.
+    assert (pairs["schedules"], pairs["extra_schedules"], pairs["spearman"]) == (2, 0, None)
+    adalora = task["adalora"]
+    assert adalora["confirmed"]["n"] == 1 and fraction(adalora["confirmed"]["mean"])
+    assert 0 < adalora["final_rank_sum"] <= bench.ADALORA_INIT_R * 54
+    sites = bench.make_space(*bench.TASKS["tiny-vlm"]).sites
+    assert set(adalora["final_ranks"]) == {site.name for site in sites}  # AdaLoRA on every site
+    assert task["runs"] == 5  # 2 proxy trials, uniform and trial 1 confirmed, AdaLoRA
+
+    text = bench.render_quality({**results, "command": "cmd", "date": "today"})
+    assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text
+    assert "**Differs from the issue's protocol**: tasks tiny-vlm (issue: tiny-vlm,minilm)" in text
+    results_md = tmp_path / "RESULTS.md"
+    results_md.write_text("# Results\n\n## Search quality\n\nold\n\n## Other\n\nkept\n")
+    bench.write_section("Search quality", text, results_md)
+    written = results_md.read_text()
+    assert "old" not in written and "### tiny-vlm" in written and written.endswith("## Other\n\nkept\n")
+
+
+def test_presets_and_flags() -> None:
+    quick = argparse.Namespace(quick=True, tasks="minilm", strategies=None, trials=5, no_adalora=True)
+    config = bench.config_from(quick)
+    assert config.tasks == ("minilm",) and config.trials == 5 and config.seeds == bench.QUICK.seeds
+    assert config.strategies == bench.STRATEGIES and not config.adalora
+    assert bench.config_from(argparse.Namespace(quick=False, no_adalora=False)) == bench.FULL
+    assert bench.protocol_differences(bench.FULL) == []
+    with pytest.raises(SystemExit, match="--tasks"):
+        bench.config_from(argparse.Namespace(quick=False, tasks="nope", no_adalora=False))
