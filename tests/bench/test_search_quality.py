@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import search_quality as bench
+from bench import search_quality_report as report
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +68,12 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     assert set(adalora["final_ranks"]) == {site.name for site in sites}  # AdaLoRA on every site
     assert task["runs"] == 5  # 2 proxy trials, uniform and trial 1 confirmed, AdaLoRA
 
-    text = bench.render_quality({**results, "command": "cmd", "date": "today"})
+    text = report.render_quality({**results, "command": "cmd", "date": "today"})
     assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text
     assert "**Differs from the issue's protocol**: tasks tiny-vlm (issue: tiny-vlm,minilm)" in text
     results_md = tmp_path / "RESULTS.md"
     results_md.write_text("# Results\n\n## Search quality\n\nold\n\n## Other\n\nkept\n")
-    bench.write_section("Search quality", text, results_md)
+    report.write_section("Search quality", text, results_md)
     written = results_md.read_text()
     assert "old" not in written and "### tiny-vlm" in written and written.endswith("## Other\n\nkept\n")
 
@@ -83,6 +84,6 @@ def test_presets_and_flags() -> None:
     assert config.tasks == ("minilm",) and config.trials == 5 and config.seeds == bench.QUICK.seeds
     assert config.strategies == bench.STRATEGIES and not config.adalora
     assert bench.config_from(argparse.Namespace(quick=False, no_adalora=False)) == bench.FULL
-    assert bench.protocol_differences(bench.FULL) == []
+    assert report.protocol_differences(bench.FULL) == []
     with pytest.raises(SystemExit, match="--tasks"):
         bench.config_from(argparse.Namespace(quick=False, tasks="nope", no_adalora=False))
