@@ -51,6 +51,14 @@ def test_random_is_deterministic_and_keeps_the_seed(context: SearchContext) -> N
         assert context.space.budget.admits(proposal.schedule.parameter_count)
 
 
+def test_random_searches_with_neighbouring_seeds_draw_other_vectors(context: SearchContext) -> None:
+    other = SearchContext(space=context.space, seed=context.seed + 1, max_trials=10)
+    proposer = get_proposer("random")
+    mine = {propose_next(proposer, context, n, ()).vector for n in range(1, 10)}
+    theirs = {propose_next(proposer, other, n, ()).vector for n in range(1, 10)}
+    assert not mine & theirs
+
+
 def test_uniform_varies_only_the_seed(context: SearchContext) -> None:
     proposals = [propose_next(get_proposer("uniform"), context, n, ()) for n in range(4)]
     assert {p.schedule for p in proposals} == {context.space.uniform()}
