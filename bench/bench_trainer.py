@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,6 +31,9 @@ from trainer.sites import sites_of_model
 from trainer.tasks.registry import load_task
 
 MODEL, TASK = "builtin:tiny-vlm", "builtin:digits-vqa"
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def sync(device: torch.device) -> None:
@@ -119,12 +124,9 @@ def latency(task, variants: dict[str, nn.Module], device: torch.device, rounds: 
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def main() -> None:
+    from bench.results_md import table
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=200)

@@ -52,7 +52,6 @@ GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
 ADALORA_INIT_R = 12
 HYDRA_GAIN = 4.7  # points over uniform that HyDRA reports: the issue's goal
-RESULTS = Path(__file__).with_name("RESULTS.md")
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -366,27 +365,38 @@ def run(config: Config, progress: bool = True) -> dict[str, Any]:
 # --- PEFT AdaLoRA through the same proxy loop ---------------------------------------------------
 
 
+SPEED_VARIANTS = {"members on all rows (n-out-of-n bootstrap)": {"member_rows": 10**9},
+                  "default (m-out-of-n bootstrap)": {}}  # fmt: skip
+
+
 def model_speed(rows: int = 10_000, candidates: int = 10_000, repeats: int = 3) -> dict[str, Any]:
     """Featurize and fit on ``rows`` synthetic trials, featurize and score ``candidates``, on
-    tiny-vlm's real site list with random rank matrices from the grid."""
+    tiny-vlm's real site list with random rank matrices from the grid; the variants of
+    ``SPEED_VARIANTS`` alternate within each repeat, so they share the machine's load."""
+    from search.perfmodel import ModelOptions
+
     space = make_space(*TASKS["tiny-vlm"])
     featurizer = Featurizer(space.sites, space.budget.params, space.budget.uniform_rank)
     rng = np.random.default_rng(0)
     ranks = rng.choice(np.asarray(GRID, dtype=np.float64), size=(rows + candidates, len(space.sites)))
     truth = featurizer.transform(ranks) @ rng.normal(size=len(featurizer.names))
     targets = truth[:rows] + rng.normal(0.0, truth.std() / 4, rows)
-    fit_s, total_s = [], []
     load = os.getloadavg()[0]
+    variants: dict[str, dict[str, Any]] = {
+        name: {"options": overrides, "fit_s": [], "total_s": []} for name, overrides in SPEED_VARIANTS.items()
+    }
     for _ in range(repeats):
-        start = time.perf_counter()
-        model = PerformanceModel.fit(featurizer.transform(ranks[:rows]), targets)
-        fit_s.append(time.perf_counter() - start)
-        mean, _ = model.predict(featurizer.transform(ranks[rows:]))
-        total_s.append(time.perf_counter() - start)
+        for entry in variants.values():
+            options = ModelOptions(**entry["options"])
+            start = time.perf_counter()
+            model = PerformanceModel.fit(featurizer.transform(ranks[:rows]), targets, options=options)
+            entry["fit_s"].append(time.perf_counter() - start)
+            mean, _ = model.predict(featurizer.transform(ranks[rows:]))
+            entry["total_s"].append(time.perf_counter() - start)
+            entry["spearman"] = spearman(mean, truth[rows:])
     return {"rows": rows, "candidates": candidates, "sites": len(space.sites),
-            "features": len(featurizer.names),
-            "fit_s": fit_s, "total_s": total_s, "spearman": spearman(mean, truth[rows:]),
-            "load_average": load}  # fmt: skip
+            "features": len(featurizer.names), "member_rows": ModelOptions().member_rows,
+            "variants": variants, "load_average": load}  # fmt: skip
 
 
 # --- RESULTS.md ---------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import statistics
-import textwrap
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
-from bench.search_quality import ADALORA_INIT_R, BUDGET_RANK, FULL, GRID, HYDRA_GAIN, RESULTS, Config
+from bench.results_md import table, wrap, write_section
+from bench.search_quality import ADALORA_INIT_R, BUDGET_RANK, FULL, GRID, HYDRA_GAIN, Config
+
+__all__ = ["render_quality", "render_speed", "table", "wrap", "write_section"]
 
 
 def pct(summary: dict[str, Any] | None) -> str:
@@ -20,19 +20,6 @@ def pct(summary: dict[str, Any] | None) -> str:
 
 def rho(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
-
-
-def wrap(text: str, width: int = 105) -> str:
-    """Prose lines wrapped as the rest of RESULTS.md is; tables and headings stay on one line."""
-    lines = [line if line.startswith(("|", "#")) else textwrap.fill(
-        line, width, break_on_hyphens=False, subsequent_indent="  " if line.startswith("- ") else "")
-        for line in text.split("\n")]  # fmt: skip
-    return "\n".join(lines)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def render_task(name: str, r: dict[str, Any], c: Config) -> str:
@@ -114,32 +101,24 @@ def render_quality(results: dict[str, Any]) -> str:
 
 def render_speed(results: dict[str, Any]) -> str:
     speed, command = results["model_speed"], results["command"]
-    total = statistics.median(speed["total_s"])
-    fit = statistics.median(speed["fit_s"])
-    rows = [[f"featurize + fit on {speed['rows']:,} synthetic trials", f"{fit:.2f} s",
-             ", ".join(f"{t:.2f}" for t in speed["fit_s"])],
-            [f"… + featurize and score {speed['candidates']:,} candidates", f"{total:.2f} s",
-             ", ".join(f"{t:.2f}" for t in speed["total_s"])]]  # fmt: skip
+    variants = speed["variants"]
+    baseline = statistics.median(next(iter(variants.values()))["total_s"])
+    rows = []
+    for name, entry in variants.items():
+        fit, total = statistics.median(entry["fit_s"]), statistics.median(entry["total_s"])
+        rows.append([name, f"{fit:.2f} s", f"{total:.2f} s", f"{total / baseline:.2f}x",
+                     ", ".join(f"{t:.2f}" for t in entry["total_s"]), rho(entry["spearman"])])  # fmt: skip
+    total = statistics.median(list(variants.values())[-1]["total_s"])
     return "\n".join([
-        f"Command: `{command}` ({results['date']}, 2 shared CPU cores, the model's defaults: "
-        f"5 bagged LightGBM regressors, 1 thread each; 1-minute load average {speed['load_average']:.1f} "
-        "when it started)", "",
-        table(["what", "median of 3", "runs (s)"], rows), "",
+        f"Command: `{command}` ({results['date']}, 2 CPU cores, 5 bagged LightGBM regressors of 80 rounds, "
+        f"1 thread each; 1-minute load average {speed['load_average']:.1f} when it started; the variants "
+        "alternate within each repeat)", "",
+        table(["variant", f"fit on {speed['rows']:,} trials (median)",
+               f"fit + score {speed['candidates']:,} (median)", "ratio", "fit + score runs (s)",
+               "Spearman vs noiseless"], rows), "",
         f"tiny-vlm's {speed['sites']} real sites, {speed['features']} features, random ranks on grid "
-        f"{list(GRID)}; "
-        f"targets linear in the features plus noise (Spearman of the scores against the noiseless targets "
-        f"{rho(speed['spearman'])}). Goal < 2 s: **{'met' if total < 2.0 else 'not met'}**.",
+        f"{list(GRID)}; targets linear in the features plus noise; Spearman of the candidates' scores "
+        f"against their noiseless targets. The default draws each member's bootstrap resample at "
+        f"{speed['member_rows']:,} rows (m-out-of-n) instead of all n. Goal < 2 s: "
+        f"**{'met' if total < 2.0 else 'not met'}**.",
     ])  # fmt: skip
-
-
-def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
-    """Replace ``## heading`` (up to the next ``## ``) in RESULTS.md or append it; the rest stays as the
-    file is now (other sections belong to other benches)."""
-    text = path.read_text()
-    block = f"## {heading}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text)

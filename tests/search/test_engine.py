@@ -9,7 +9,7 @@ import pytest
 
 from search.engine import PerfModelProposer, TpeProposer, fit_model
 from search.features import Featurizer
-from search.perfmodel import PerformanceModel, acquisition, cross_validate, spearman
+from search.perfmodel import ModelOptions, PerformanceModel, acquisition, cross_validate, spearman
 from search.strategies import ModelSettings, PriorTrial, TrialRecord, get_proposer, propose_next
 from tests.search.synthetic import context, objective, run_search
 
@@ -54,6 +54,18 @@ def test_the_model_ranks_held_out_points_and_knows_its_uncertainty() -> None:
     assert std.mean() > 0
     again, _ = PerformanceModel.fit(x[:200], y[:200], seed=1).predict(x[200:])
     assert again == pytest.approx(mean)  # deterministic for the same data and seed
+
+
+def test_members_resample_at_most_member_rows_each() -> None:
+    """Smaller resamples (the m-out-of-n bootstrap that keeps large histories fast) still rank well,
+    and the members then disagree more: the spread widens as each sees fewer trials."""
+    x, y = _synthetic(1200, 3)
+    everything = PerformanceModel.fit(x[:1000], y[:1000], options=ModelOptions(member_rows=1000))
+    few = PerformanceModel.fit(x[:1000], y[:1000], options=ModelOptions(member_rows=100))
+    mean_all, std_all = everything.predict(x[1000:])
+    mean_few, std_few = few.predict(x[1000:])
+    assert spearman(mean_few, y[1000:]) > 0.7 and spearman(mean_all, y[1000:]) > 0.8
+    assert std_few.mean() > 1.5 * std_all.mean()
 
 
 def test_cross_validation_reports_spearman_mae_and_points() -> None:
