@@ -6,6 +6,8 @@ STAMP := $(VENV)/.ranktune-installed
 # A CPU build of torch lies on this machine's disk; installing it first keeps pip from
 # pulling a multi-GB CUDA build to satisfy the plain `torch` requirement.
 TORCH_SPEC ?= torch==2.13.0
+# Extra arguments of `ranktune demo`, e.g. `make demo DEMO_ARGS=--exit` to return when it is done.
+DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck install clean
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ranktune demo
+	$(BIN)/ranktune demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
