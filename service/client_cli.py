@@ -82,8 +82,12 @@ def planned_trials(search: dict[str, Any]) -> int:
 
 
 def wait_for(client: httpx.Client, search: dict[str, Any], poll_s: float = 2.0) -> dict[str, Any]:
-    """Progress bar until the search ends: finished/total trials and the best metric so far."""
+    """Progress bar until the search ends: finished/total trials and the best metric so far.
+
+    Where standard error is not a terminal (a CI log, a pipe) a bar cannot redraw, so one plain line
+    is printed each time a trial ends instead."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    started, reported = time.monotonic(), -1
     with Progress(*columns, console=err) as progress:
         bar = progress.add_task(search["name"], total=planned_trials(search))
         while True:
@@ -93,6 +97,12 @@ def wait_for(client: httpx.Client, search: dict[str, Any], poll_s: float = 2.0) 
             best = search.get("best_objective")
             label = f"{search['name']} best={best:.4f}" if best is not None else search["name"]
             progress.update(bar, completed=done, description=f"{label} running={counts['running']}")
+            if not err.is_terminal and done != reported:
+                reported = done
+                err.print(
+                    f"{done}/{planned_trials(search)} trials done, running={counts['running']}, "
+                    f"best={'-' if best is None else f'{best:.4f}'}, {time.monotonic() - started:.0f} s"
+                )
             if search["state"] != "running":
                 progress.update(bar, total=done)
                 return search

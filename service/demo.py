@@ -1,8 +1,9 @@
 """``ranktune demo``: a real rank search end to end on this machine, with nothing to set up.
 
 An embedded API server (SQLite under the output directory, a free loopback port) and a local worker
-thread run a search on ``builtin:tiny-vlm`` + ``builtin:digits-vqa`` at the budget of uniform rank-8
-LoRA with the default strategy (perfmodel), then confirm the best schedules against uniform at a
+process (``ranktune worker``, as on a GPU node; its log goes to ``worker.log`` there) run a search
+on ``builtin:tiny-vlm`` + ``builtin:digits-vqa`` at the budget of uniform rank-8 LoRA with the
+default strategy (perfmodel), then confirm the best schedules against uniform at a
 longer length with two seeds. The summary shows the winner as a heatmap, its confirmed accuracy
 against uniform LoRA, and where its PEFT config was written; the dashboard keeps serving until
 Ctrl-C (or returns at once with ``--exit``). The database is kept, so a later demo warm-starts its
@@ -12,7 +13,9 @@ performance model from the earlier ones (transfer).
 from __future__ import annotations
 
 import json
-import threading
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,10 +58,10 @@ def run_demo(
     from service.logs import configure_logging
     from service.settings import Settings
     from trainer.builtin.pretrain import load_tiny_vlm
-    from trainer.worker.loop import Worker, WorkerOptions
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings(database_url=f"sqlite:///{out_dir.resolve() / 'ranktune-demo.db'}", host="127.0.0.1")
+    database = f"sqlite:///{out_dir.resolve() / 'ranktune-demo.db'}"
+    settings = Settings(database_url=database, host="127.0.0.1", idle_retry_after_s=1)
     configure_logging("error", False)
     upgrade_settings(settings)
     with console.status("preparing the built-in tiny VLM (pretrained once on this machine, then cached)"):
@@ -67,21 +70,20 @@ def run_demo(
         console.print(
             f"ranktune server on [bold]{server.url}[/] (dashboard), database {settings.database_url}"
         )
-        worker = Worker(WorkerOptions(server=server.url, name="demo-worker", device="cpu",
-                                      spool_dir=out_dir / "spool", max_poll_s=1.0))  # fmt: skip
-        thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
-        thread.start()
-        with httpx.Client(base_url=server.url + "/api/v1", timeout=120) as client:
-            search = _post(client, "/searches", spec)
-            console.print(
-                f"search {search['id']}: {search['max_trials']} proxy trials of "
-                f"{spec['proxy']['steps']} steps, strategy {search['strategy']}, "
-                f"budget {search['budget_params']:,} params "
-                "(uniform rank 8); then confirmation at full length"
-            )
-            search = wait_for(client, search, poll_s=1.0)
-            worker.preempted = True  # let the worker thread end after its current poll
-            summarize(console, client, search, out_dir)
+        worker = start_worker(server.url, out_dir)
+        try:
+            with httpx.Client(base_url=server.url + "/api/v1", timeout=120) as client:
+                search = _post(client, "/searches", spec)
+                console.print(
+                    f"search {search['id']}: {search['max_trials']} proxy trials of "
+                    f"{spec['proxy']['steps']} steps, strategy {search['strategy']}, "
+                    f"budget {search['budget_params']:,} params "
+                    "(uniform rank 8); then confirmation at full length"
+                )
+                search = wait_for(client, search, poll_s=1.0)
+                summarize(console, client, search, out_dir)
+        finally:
+            stop_worker(worker)
         console.print(f"dashboard: [bold]{server.url}/#/searches/{search['id']}[/]")
         if not exit_when_done:
             console.print("serving the dashboard until Ctrl-C")
@@ -90,8 +92,28 @@ def run_demo(
                     time.sleep(1)
             except KeyboardInterrupt:
                 console.print("stopped")
-        thread.join(timeout=15)
     return search
+
+
+def start_worker(server_url: str, out_dir: Path) -> subprocess.Popen[bytes]:
+    """``ranktune worker`` in its own process, as on a GPU node. A thread of this process would share
+    its interpreter and OpenMP runtime with the server's performance model: on 2 cores, proxy trials
+    that followed a model refit ran 2-3x slower that way."""
+    command = [sys.executable, "-c", "from service.cli import main; main()", "worker", "--server", server_url,
+               "--device", "cpu", "--name", "demo-worker", "--spool", str(out_dir / "spool")]  # fmt: skip
+    with (out_dir / "worker.log").open("ab") as log:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the worker hands back any trial it holds and exits 0; kill it if it does not."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from service.demo import DEMO_SPEC, run_demo
 pytestmark = pytest.mark.slow
 
 
-def test_demo_searches_confirms_and_exports(tmp_path: Path) -> None:
+def test_demo_searches_confirms_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = copy.deepcopy(DEMO_SPEC)
     spec.update(
         max_trials=3,
@@ -52,6 +52,8 @@ def test_demo_searches_confirms_and_exports(tmp_path: Path) -> None:
         assert all(t.curve and t.curve[-1]["step"] == 4 for t in confirms)
     engine.dispose()
     text = console.export_text()
+    progress = capsys.readouterr().err  # not a terminal: a line per finished trial instead of a bar
+    assert "0/5 trials done" in progress and "5/5 trials done" in progress
     assert "best schedule (trial" in text and "language" in text
     assert "confirmed accuracy" in text and "uniform rank-8 LoRA" in text
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
