@@ -77,7 +77,7 @@ class DemoRun:
 def run_demo(workdir: Path, pip_cache: bool) -> DemoRun:
     clone = workdir / "ranktune"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    env = {**os.environ, "RANKTUNE_CACHE_DIR": str(workdir / "cache"), "TERM": "dumb", "COLUMNS": "120"}
+    env = {**os.environ, "RANKTUNE_CACHE_DIR": str(workdir / "cache"), "TERM": "dumb", "COLUMNS": "200"}
     env.pop("VIRTUAL_ENV", None)
     if not pip_cache:
         env["PIP_NO_CACHE_DIR"] = "1"
