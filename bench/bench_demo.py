@@ -118,12 +118,17 @@ def render(run: DemoRun, command: str, pip_cache: bool) -> str:
     ]
     confirmed = run.confirmed()
     if confirmed:
+        outcome = (
+            "uniform rank-8 LoRA itself won the confirmation"
+            if confirmed["gain"] == 0
+            else f"the winner gained {confirmed['gain']:+.3f} over uniform rank-8 LoRA"
+        )
         lines += [
             "",
-            f"The demo's own result on this run: the winner confirmed at {confirmed['winner']:.3f} ± "
-            f"{confirmed['winner_std']:.3f} test accuracy against uniform rank-8 LoRA's "
-            f"{confirmed['uniform']:.3f} ± {confirmed['uniform_std']:.3f} (gain {confirmed['gain']:+.3f}; "
-            "2 seeds of 240 steps, so a gain this size is within seed noise: see Search quality).",
+            f"The demo's own result on this run: {outcome} (winner {confirmed['winner']:.3f} ± "
+            f"{confirmed['winner_std']:.3f} test accuracy, uniform {confirmed['uniform']:.3f} ± "
+            f"{confirmed['uniform_std']:.3f}; 2 seeds of 240 steps, so gains of a few points are within "
+            "seed noise: see Search quality).",
         ]
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ def test_phases_split_the_wall_time_at_the_demos_own_lines() -> None:
                                "uniform_std": 0.004, "gain": 0.014}  # fmt: skip
     text = render(run, "python bench/bench_demo.py", pip_cache=False)
     assert "**430 s** (7.2 min)" in text and "**met**" in text and "pip's cache off" in text
+    assert "the winner gained +0.014 over uniform" in text
 
 
 def test_a_demo_that_stops_early_gives_the_rest_to_the_phase_it_was_in() -> None:
