@@ -2,13 +2,12 @@
 
 An embedded API server (SQLite under the output directory, a free loopback port) and local worker
 processes (``ranktune worker``, as on GPU nodes, one per trial in flight, one CPU thread each; their
-logs go to ``worker-N.log`` there) run a search
-on ``builtin:tiny-vlm`` + ``builtin:digits-vqa`` at the budget of uniform rank-8 LoRA with the
-default strategy (perfmodel), then confirm the best schedules against uniform at a
-longer length with two seeds. The summary shows the winner as a heatmap, its confirmed accuracy
-against uniform LoRA, and where its PEFT config was written; the dashboard keeps serving until
-Ctrl-C (or returns at once with ``--exit``). The database is kept, so a later demo warm-starts its
-performance model from the earlier ones (transfer).
+logs go to ``worker-N.log`` there) run a search on ``builtin:tiny-vlm`` + ``builtin:digits-vqa`` at
+the budget of uniform rank-8 LoRA with the default strategy (perfmodel), then confirm the best
+schedule against uniform at a longer length with two seeds. The summary shows the winner as a
+heatmap, its confirmed accuracy against uniform LoRA, and where its PEFT config was written; the
+dashboard keeps serving until Ctrl-C (or returns at once with ``--exit``). The database is kept, so
+a later demo warm-starts its performance model from the earlier ones (transfer).
 """
 
 from __future__ import annotations
