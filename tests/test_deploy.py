@@ -7,7 +7,6 @@ a verb, option or choice that does not exist fails here, as it would in the cont
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from pathlib import Path
@@ -15,111 +14,26 @@ from typing import Any
 
 import pytest
 import typer
-import yaml
 
 from service.cli import app as ranktune_app
 from service.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
-ENV_EXAMPLE = ROOT / ".env.example"
-README = ROOT / "README.md"
-RANKTUNE_SERVICES = ("migrate", "api", "worker")
-SOURCE_PACKAGES = ("search", "service", "trainer")
-
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; "$${...}" is a literal "$".
-VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-ENV_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
-
-
-# --- reading the files ------------------------------------------------------------------------
-
-
-def load_compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(data, dict), "docker-compose.yml must hold a mapping"
-    return data
-
-
-def env_example() -> dict[str, str]:
-    """Every VAR=value line of .env.example, commented out or not."""
-    found: dict[str, str] = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        match = ENV_LINE.match(line.strip())
-        if match:
-            found[match.group(1)] = match.group(2).strip()
-    return found
-
-
-def interpolate(value: str) -> str:
-    """What compose would substitute: the inline default, else the .env.example value, else a placeholder."""
-    example = env_example()
-
-    def one(match: re.Match[str]) -> str:
-        name, operator, default = match.groups()
-        if operator in ("-", ":-"):
-            return default
-        return example.get(name) or f"placeholder-{name.lower()}"
-
-    return VARIABLE.sub(one, value).replace("$$", "$")
-
-
-def variables_in(text: str) -> set[str]:
-    return {m.group(1) for m in VARIABLE.finditer(text)}
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        keyword, _, rest = (pending + line).partition(" ")
-        instructions.append((keyword.upper(), rest.strip()))
-        pending = ""
-    return instructions
-
-
-def dockerfile_args() -> dict[str, str]:
-    args = {}
-    for keyword, rest in dockerfile_instructions():
-        if keyword == "ARG":
-            name, _, default = rest.partition("=")
-            args[name] = default
-    return args
-
-
-def dockerfile_entrypoint() -> list[str]:
-    entrypoints = [json.loads(rest) for keyword, rest in dockerfile_instructions() if keyword == "ENTRYPOINT"]
-    assert entrypoints, "Dockerfile: no ENTRYPOINT"
-    return entrypoints[-1]
-
-
-def as_argv(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return shlex.split(interpolate(value)) if isinstance(value, str) else [interpolate(v) for v in value]
-
-
-def service_argv(service: dict[str, Any]) -> list[str]:
-    """The full argument vector the container runs: entrypoint (the image's unless overridden) + command."""
-    entrypoint = as_argv(service["entrypoint"]) if "entrypoint" in service else dockerfile_entrypoint()
-    return entrypoint + as_argv(service.get("command"))
-
-
-def environment(service: dict[str, Any]) -> dict[str, str | None]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        return {k: (v if sep else None) for k, sep, v in (item.partition("=") for item in env)}
-    return {k: None if v is None else str(v) for k, v in env.items()}
-
+from tests.deploy_files import (
+    COMPOSE,
+    DOCKERFILE,
+    ENV_EXAMPLE,
+    RANKTUNE_SERVICES,
+    README,
+    ROOT,
+    SOURCE_PACKAGES,
+    as_argv,
+    dockerfile_args,
+    env_example,
+    environment,
+    interpolate,
+    load_compose,
+    service_argv,
+    variables_in,
+)
 
 # --- the real CLI -----------------------------------------------------------------------------
 
@@ -445,49 +359,6 @@ def test_build_args_exist_in_the_dockerfile() -> None:
     args = build.get("args", []) if isinstance(build, dict) else []
     names = {a.partition("=")[0] for a in args} if isinstance(args, list) else set(args)
     assert names <= set(dockerfile_args()), f"unknown build args {sorted(names - set(dockerfile_args()))}"
-
-
-# --- the Dockerfile ---------------------------------------------------------------------------
-
-
-def test_dockerfile_is_python_311_slim_and_ends_in_ranktune_as_a_user() -> None:
-    instructions = dockerfile_instructions()
-    assert instructions[0][0] == "FROM" and instructions[0][1].startswith("python:3.11-slim")
-    assert dockerfile_entrypoint() == ["ranktune"]
-    users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in ("root", "0"), "the image must not run as root"
-
-
-def test_dockerfile_installs_torch_before_the_project() -> None:
-    runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"]
-    args = dockerfile_args()
-
-    def expand(text: str) -> str:
-        return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
-
-    torch_at = [i for i, run in enumerate(runs) if re.search(r"pip install .*\btorch\b", expand(run))]
-    project_at = [i for i, run in enumerate(runs) if re.search(r"pip install (\S+ )*\.(\s|$)", run)]
-    assert torch_at, "Dockerfile: no RUN installs torch"
-    assert project_at, "Dockerfile: no RUN installs the project (pip install .)"
-    assert torch_at[0] < project_at[0], "Dockerfile: torch must be installed before the project"
-
-
-def test_dockerfile_installs_the_openmp_runtime_lightgbm_needs() -> None:
-    runs = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
-    assert re.search(r"apt-get install .*\blibgomp1\b", runs), "lightgbm fails to import without libgomp1"
-
-
-def test_dockerfile_copies_everything_the_package_build_needs() -> None:
-    copied = set()
-    for keyword, rest in dockerfile_instructions():
-        if keyword == "COPY":
-            copied |= {Path(p).as_posix().rstrip("/") for p in rest.split()[:-1] if not p.startswith("--")}
-    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
-    wanted = packages | {"pyproject.toml", "README.md"}
-    assert wanted <= copied, f"the Dockerfile does not copy {sorted(wanted - copied)}"
-    ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip()}
-    assert not wanted & ignored, f".dockerignore drops {sorted(wanted & ignored)}"
-    assert {".env", ".venv", ".git"} <= ignored, ".dockerignore must keep secrets and the venv out"
 
 
 # --- the README -------------------------------------------------------------------------------
