@@ -13,8 +13,12 @@ model's Spearman on held-out proxy trials against the number it was fitted on; p
 Spearman; PEFT AdaLoRA (init_r 12 → target_r 8) trained by the same proxy loop. ``--model-speed``:
 fit the performance model on 10k synthetic trials and score 10k candidates.
 
-The issue's protocol (about a day on 2 CPU cores):  .venv/bin/python bench/search_quality.py --write
-The quick preset (40-90 min on 2 shared cores):    .venv/bin/python bench/search_quality.py --quick --write
+Finished fine-tunes go to ``--store FILE`` (JSONL): a rerun with the same file trains only what is
+missing. ``--jobs N`` trains in N processes (searches of different strategies and seeds, and the
+confirmation runs, side by side; each search stays sequential).
+
+The issue's protocol (a day on 2 cores):  .venv/bin/python bench/search_quality.py --jobs 2 --store F --write
+The quick preset:  .venv/bin/python bench/search_quality.py --quick --write
 Model speed:  .venv/bin/python bench/search_quality.py --model-speed --write
 """
 
@@ -25,22 +29,24 @@ import datetime
 import itertools
 import json
 import math
-import os
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.search_quality_runs import RunStore, in_pool, run_key, search_job, train_job
 from search.confirm import SEED_OFFSET, ConfirmRun, plan, summarize
-from search.features import Featurizer
 from search.grid import RankGrid
-from search.perfmodel import PerformanceModel, spearman
+from search.perfmodel import spearman
 from search.schedule import RankSchedule
 from search.space import HierarchicalSpace
 from search.strategies import SearchContext, TrialRecord, get_proposer, propose_next
@@ -52,8 +58,6 @@ GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
 ADALORA_INIT_R = 12
 HYDRA_GAIN = 4.7  # points over uniform that HyDRA reports: the issue's goal
-if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @dataclass(frozen=True)
@@ -80,20 +84,42 @@ QUICK = Config(tasks=("tiny-vlm",), trials=12, seeds=1, confirm_steps=600, confi
 
 @dataclass
 class Runner:
-    """One task's fine-tunes, cached: on CPU a run is bit-for-bit repeatable for the same inputs, so a
-    schedule already trained with the same seed, length and split (trial 0 of every strategy of one
-    seed, the first TPE trials perfmodel shares with tpe) is not trained again."""
+    """One task's fine-tunes, remembered in a ``RunStore``: on CPU a run is bit-for-bit repeatable for
+    the same inputs, so a schedule already trained with the same seed, length and split (trial 0 of
+    every strategy of one seed, the first TPE trials perfmodel shares with tpe, anything a stopped run
+    of the bench finished) is not trained again."""
 
     task: Any
     config: Config
+    label: str  # model + task, part of every key
+    store: RunStore = field(default_factory=RunStore)
     cache: dict[tuple[RankSchedule, int, int, str], float] = field(default_factory=dict)
     runs: int = 0
     seconds: float = 0.0
     bar: Any = None  # the progress bar of the current loop: it shows the step of the run in progress
+    _used: set[str] = field(default_factory=set)
+
+    def key(self, **what: Any) -> str:
+        import torch
+
+        c = self.config
+        return run_key(bench=self.label, lr=c.lr, batch_size=c.batch_size, device=c.device,
+                       torch=torch.__version__, threads=torch.get_num_threads(), **what)  # fmt: skip
+
+    def recall(self, key: str, train: Callable[[], tuple[float, float, dict[str, Any]]]) -> dict[str, Any]:
+        """The stored record of ``key``, trained (``train`` gives metric, seconds, extra) if missing."""
+        record = self.store.get(key)
+        if record is None:
+            metric, seconds, extra = train()
+            self.store.put(key, metric, seconds, extra)
+            record = self.store.records[key]
+        if key not in self._used:
+            self._used.add(key)
+            self.runs, self.seconds = self.runs + 1, self.seconds + float(record["wall_s"])
+        return record
 
     def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str) -> float:
-        key = (schedule, seed, steps, split)
-        if key not in self.cache:
+        def train() -> tuple[float, float, dict[str, Any]]:
             from trainer.adapters import AdapterMethod
             from trainer.proxy import ProxySettings, proxy_finetune
 
@@ -101,9 +127,12 @@ class Runner:
             settings = ProxySettings(steps=steps, lr=c.lr, batch_size=c.batch_size, seed=seed)
             result = proxy_finetune(self.task, schedule, AdapterMethod("lora"), settings, device=c.device,
                                     eval_split=split, on_step=self.show_step)  # fmt: skip
-            self.cache[key] = result.metric
-            self.runs, self.seconds = self.runs + 1, self.seconds + result.wall_time_s
-        return self.cache[key]
+            return result.metric, result.wall_time_s, {}
+
+        key = self.key(method="lora", ranks=list(schedule.ranks), seed=seed, steps=steps, split=split)
+        value = float(self.recall(key, train)["metric"])
+        self.cache[(schedule, seed, steps, split)] = value
+        return value
 
     def show_step(self, step: int, loss: float) -> None:
         if self.bar is not None and step % 25 == 0:
@@ -184,6 +213,9 @@ class TaskBench:
     name: str
     config: Config
     progress: bool = True
+    store: RunStore = field(default_factory=RunStore)
+    jobs: int = 1  # >1: searches and confirmation runs train in this many spawned processes
+    threads: int = 1  # torch threads of each pool process
     histories: dict[str, dict[int, list[TrialRecord]]] = field(default_factory=dict)
     extra: list[RankSchedule] = field(default_factory=list)
 
@@ -191,7 +223,9 @@ class TaskBench:
         from trainer.tasks.registry import load_task
 
         self.model, self.task = TASKS[self.name]
-        self.runner = Runner(load_task(self.task, self.model), self.config)
+        self.runner = Runner(
+            load_task(self.task, self.model), self.config, f"{self.model}+{self.task}", self.store
+        )
         self.space = make_space(self.model, self.task)
         self.uniform = self.space.uniform()
         self.seeds = list(range(self.config.seeds))
@@ -205,12 +239,28 @@ class TaskBench:
         return self.runner.bar
 
     def search(self) -> None:
-        for strategy, seed in itertools.product(self.config.strategies, self.seeds):
-            context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
-            with self.bar(f"{strategy} seed {seed}", self.config.trials) as bar:
-                self.histories.setdefault(strategy, {})[seed] = run_search(
-                    self.runner, context, strategy, bar
-                )
+        """Every (strategy, search seed) search; with ``jobs`` > 1 several at once, tpe before perfmodel
+        (perfmodel replays tpe's first trials from the store instead of training them again)."""
+        pairs = list(itertools.product(self.config.strategies, self.seeds))
+        if self.jobs > 1:
+            steps = self.config.steps  # trial 0 of every search of a seed: the uniform schedule, trained once
+            in_pool(
+                self, "trials 0", [(train_job, (self.uniform.ranks, s, steps, "val")) for s in self.seeds]
+            )
+            order = sorted(pairs, key=lambda p: (p[0] == "perfmodel", p[1]))
+            found = in_pool(self, "searches", [(search_job, (s, seed)) for s, seed in order])
+            done = dict(zip(order, found, strict=True))
+        else:
+            done = {p: self.run_one_search(*p) for p in pairs}
+        for (strategy, seed), history in ((p, done[p]) for p in pairs):
+            self.histories.setdefault(strategy, {})[seed] = history
+            for t in history:  # recalled from the store: the runner counts what the figures rest on
+                self.runner.metric(t.schedule, t.proxy_seed, self.config.steps, "val")
+
+    def run_one_search(self, strategy: str, seed: int) -> list[TrialRecord]:
+        context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
+        with self.bar(f"{strategy} seed {seed}", self.config.trials) as bar:
+            return run_search(self.runner, context, strategy, bar)
 
     def proxy_trials(self) -> list[tuple[int, TrialRecord]]:
         """(search seed, trial) of every strategy but ``uniform``, which only re-runs one schedule."""
@@ -234,6 +284,14 @@ class TaskBench:
         self.extra = spread_pick(tried, self.config.rank_schedules)
         seed_of = {t.schedule: seed for seed, t in reversed(self.proxy_trials())}
         runs |= {(s, SEED_OFFSET + seed_of[s]) for s in self.extra}
+        steps = self.config.confirm_steps
+        missing = [(s, seed) for s, seed in sorted(runs, key=lambda r: (r[1], r[0].ranks))
+                   if self.store.get(self.runner.key(method="lora", ranks=list(s.ranks), seed=seed,
+                                                     steps=steps, split="test")) is None]  # fmt: skip
+        if self.jobs > 1 and missing:
+            in_pool(
+                self, "confirm runs", [(train_job, (s.ranks, seed, steps, "test")) for s, seed in missing]
+            )
         with self.bar("confirm", len(runs)) as bar:
             for schedule, seed in sorted(runs, key=lambda r: (r[1], r[0].ranks)):
                 bar.set_postfix(test=f"{self.full_run(schedule, seed):.3f}")
@@ -279,42 +337,6 @@ def perfmodel_reach(bench: TaskBench) -> list[dict[str, Any]] | None:
     return reach
 
 
-def model_curve(pool: Sequence[tuple[RankSchedule, float]], featurizer: Featurizer,
-                orders: int = 5) -> list[dict[str, Any]]:  # fmt: skip
-    """The performance model's Spearman on the trials it was not fitted on: fitted on the first n in
-    arrival order (what a search has when it proposes trial n) and on n drawn at random."""
-    x, y = featurizer.features([s for s, _ in pool]), np.asarray([g for _, g in pool])
-    rows = []
-    for n in (n for n in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if n <= len(pool) - 5):
-        first = spearman(PerformanceModel.fit(x[:n], y[:n]).predict(x[n:])[0], y[n:])
-        drawn = []
-        for order in range(orders):
-            fit, held = np.split(np.random.default_rng(order).permutation(len(pool)), [n])
-            drawn.append(
-                spearman(PerformanceModel.fit(x[fit], y[fit], seed=order).predict(x[held])[0], y[held])
-            )
-        finite = [d for d in drawn if d is not None]
-        rows.append({"n": n, "held_out": len(pool) - n, "spearman_first_n": first,
-                     "spearman_random_n": statistics.mean(finite) if finite else None})  # fmt: skip
-    return rows
-
-
-def model_figures(bench: TaskBench) -> dict[str, Any]:
-    """All distinct proxy trials of the task in arrival order (trial number, then search seed), with
-    targets as the engine fits them: gains over the search's own trial 0."""
-    trial0 = {
-        seed: bench.runner.metric(bench.uniform, seed, bench.config.steps, "val") for seed in bench.seeds
-    }
-    seen: set[tuple[RankSchedule, int]] = set()
-    pool: list[tuple[RankSchedule, float]] = []
-    for seed, t in sorted(bench.proxy_trials(), key=lambda st: (st[1].number, st[0])):
-        if (t.schedule, t.proxy_seed) not in seen:
-            seen.add((t.schedule, t.proxy_seed))
-            pool.append((t.schedule, objective(t) - trial0[seed]))
-    featurizer = Featurizer(bench.space.sites, bench.space.budget.params, bench.space.budget.uniform_rank)
-    return {"model_pool": len(pool), "model_curve": model_curve(pool, featurizer)}
-
-
 def proxy_vs_full(bench: TaskBench) -> dict[str, Any]:
     """Per distinct schedule run at full length: mean proxy objective (val) vs mean full-length (test)."""
     proxy: dict[RankSchedule, list[float]] = {}
@@ -333,20 +355,27 @@ def proxy_vs_full(bench: TaskBench) -> dict[str, Any]:
     return {"schedules": len(pairs), "extra_schedules": len(bench.extra), "spearman": rho, "pairs": pairs}
 
 
-def run_task(name: str, config: Config, progress: bool) -> dict[str, Any]:
-    bench = TaskBench(name, config, progress)
+def run_task(name: str, config: Config, progress: bool, store: RunStore, jobs: int,
+             threads: int) -> dict[str, Any]:  # fmt: skip
+    bench = TaskBench(name, config, progress, store, jobs, threads)
     bench.search()
     bench.confirm()
     noise = [objective(t) for h in bench.histories.get("uniform", {}).values() for t in h]
     return {
         "task": bench.task, "model": bench.model, "sites": len(bench.space.sites),
         "budget_params": bench.space.budget.params, **strategy_figures(bench),
-        "perfmodel_reach": perfmodel_reach(bench), **model_figures(bench),
+        "perfmodel_reach": perfmodel_reach(bench), **_model_figures(bench),
         "proxy_vs_full": proxy_vs_full(bench),
         "uniform_proxy_over_seeds": mean_std(noise) if len(noise) > 1 else None,
         "adalora": _adalora(bench) if config.adalora else None,
         "runs": bench.runner.runs, "train_seconds": bench.runner.seconds,
     }  # fmt: skip
+
+
+def _model_figures(bench: TaskBench) -> dict[str, Any]:
+    from bench.search_quality_model import model_figures
+
+    return model_figures(bench)
 
 
 def _adalora(bench: TaskBench) -> dict[str, Any]:
@@ -355,48 +384,14 @@ def _adalora(bench: TaskBench) -> dict[str, Any]:
     return run_adalora(bench)
 
 
-def run(config: Config, progress: bool = True) -> dict[str, Any]:
-    """The whole benchmark in process, one entry per task (the smoke test calls this)."""
+def run(config: Config, progress: bool = True, store: Path | None = None, jobs: int = 1,
+        threads: int = 1) -> dict[str, Any]:  # fmt: skip
+    """The whole benchmark, one entry per task (the smoke test calls this). ``store``: the JSONL file of
+    finished fine-tunes to resume from and append to; ``jobs`` > 1 trains in that many processes."""
     start = time.perf_counter()
-    tasks = {name: run_task(name, config, progress) for name in config.tasks}
+    runs = RunStore(store)
+    tasks = {name: run_task(name, config, progress, runs, jobs, threads) for name in config.tasks}
     return {"config": asdict(config), "tasks": tasks, "wall_s": time.perf_counter() - start}
-
-
-# --- PEFT AdaLoRA through the same proxy loop ---------------------------------------------------
-
-
-SPEED_VARIANTS = {"members on all rows (n-out-of-n bootstrap)": {"member_rows": 10**9},
-                  "default (m-out-of-n bootstrap)": {}}  # fmt: skip
-
-
-def model_speed(rows: int = 10_000, candidates: int = 10_000, repeats: int = 3) -> dict[str, Any]:
-    """Featurize and fit on ``rows`` synthetic trials, featurize and score ``candidates``, on
-    tiny-vlm's real site list with random rank matrices from the grid; the variants of
-    ``SPEED_VARIANTS`` alternate within each repeat, so they share the machine's load."""
-    from search.perfmodel import ModelOptions
-
-    space = make_space(*TASKS["tiny-vlm"])
-    featurizer = Featurizer(space.sites, space.budget.params, space.budget.uniform_rank)
-    rng = np.random.default_rng(0)
-    ranks = rng.choice(np.asarray(GRID, dtype=np.float64), size=(rows + candidates, len(space.sites)))
-    truth = featurizer.transform(ranks) @ rng.normal(size=len(featurizer.names))
-    targets = truth[:rows] + rng.normal(0.0, truth.std() / 4, rows)
-    load = os.getloadavg()[0]
-    variants: dict[str, dict[str, Any]] = {
-        name: {"options": overrides, "fit_s": [], "total_s": []} for name, overrides in SPEED_VARIANTS.items()
-    }
-    for _ in range(repeats):
-        for entry in variants.values():
-            options = ModelOptions(**entry["options"])
-            start = time.perf_counter()
-            model = PerformanceModel.fit(featurizer.transform(ranks[:rows]), targets, options=options)
-            entry["fit_s"].append(time.perf_counter() - start)
-            mean, _ = model.predict(featurizer.transform(ranks[rows:]))
-            entry["total_s"].append(time.perf_counter() - start)
-            entry["spearman"] = spearman(mean, truth[rows:])
-    return {"rows": rows, "candidates": candidates, "sites": len(space.sites),
-            "features": len(featurizer.names), "member_rows": ModelOptions().member_rows,
-            "variants": variants, "load_average": load}  # fmt: skip
 
 
 # --- RESULTS.md ---------------------------------------------------------------------------------
@@ -428,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on shared cores "
                         "2 threads spin-waited 5x slower per step than 1 here)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="processes that train "
+                        "at once (default 1): searches (each sequential) and confirmation runs")  # fmt: skip
+    parser.add_argument("--store", type=Path, help="JSONL file of finished fine-tunes: a rerun with the same "
+                        "file trains only what is missing (needed for --jobs > 1)")  # fmt: skip
     parser.add_argument("--model-speed", action="store_true", help="only time the performance model")
     parser.add_argument("--write", action="store_true", help="update this part's section of bench/RESULTS.md")
     parser.add_argument("--json", type=Path, help="write the raw results here")
@@ -441,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.from_json:
         results: dict[str, Any] = json.loads(args.from_json.read_text())
     elif args.model_speed:
+        from bench.search_quality_model import model_speed
+
         results = {
             "command": command,
             "date": datetime.date.today().isoformat(),
@@ -451,9 +452,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         config = config_from(args)
-        print(f"{config}, {args.threads} torch thread(s)", file=sys.stderr)
+        if args.jobs < 1 or (args.jobs > 1 and args.store is None):
+            raise SystemExit("--jobs: a whole number >= 1; more than 1 needs --store FILE")
+        print(f"{config}, {args.jobs} job(s) of {args.threads} torch thread(s)", file=sys.stderr)
+        figures = run(config, store=args.store, jobs=args.jobs, threads=args.threads)
         results = {"command": command, "date": datetime.date.today().isoformat(), "threads": args.threads,
-                   **run(config)}  # fmt: skip
+                   "jobs": args.jobs, **figures}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     from bench.search_quality_report import render_quality, render_speed, wrap, write_section

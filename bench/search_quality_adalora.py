@@ -84,24 +84,29 @@ def run_adalora(bench: TaskBench) -> dict[str, Any]:
     first = SEED_OFFSET + bench.seeds[0]
     with bench.bar("PEFT AdaLoRA", c.confirm_seeds) as bar:
         for seed in range(first, first + c.confirm_seeds):
-            task = AdaLoraTask(runner.task, space, c.confirm_steps)
-            step = itertools.count()
 
-            def allocate(_optimizer: Any, _args: Any, _kwargs: Any, task: AdaLoraTask = task,
-                         step: Iterator[int] = step) -> None:  # fmt: skip
-                task.model.base_model.update_and_allocate(next(step))
+            def train(seed: int = seed) -> tuple[float, float, dict[str, Any]]:
+                task = AdaLoraTask(runner.task, space, c.confirm_steps)
+                step = itertools.count()
 
-            handle = register_optimizer_step_post_hook(allocate)
-            try:
-                settings = ProxySettings(steps=c.confirm_steps, lr=c.lr, batch_size=c.batch_size, seed=seed)
-                result = proxy_finetune(task, empty, None, settings, device=c.device, eval_split="test",
-                                        on_step=runner.show_step)  # fmt: skip
-            finally:
-                handle.remove()
-            values.append(result.metric)
-            ranks = task.final_ranks()
-            runner.runs, runner.seconds = runner.runs + 1, runner.seconds + result.wall_time_s
-            bar.set_postfix(test=f"{result.metric:.3f}")
+                def allocate(_optimizer: Any, _args: Any, _kwargs: Any) -> None:
+                    task.model.base_model.update_and_allocate(next(step))
+
+                handle = register_optimizer_step_post_hook(allocate)
+                try:
+                    settings = ProxySettings(c.confirm_steps, c.lr, c.batch_size, seed)
+                    result = proxy_finetune(task, empty, None, settings, device=c.device, eval_split="test",
+                                            on_step=runner.show_step)  # fmt: skip
+                finally:
+                    handle.remove()
+                return result.metric, result.wall_time_s, {"final_ranks": task.final_ranks()}
+
+            method = f"adalora {ADALORA_INIT_R}->{BUDGET_RANK}"
+            key = runner.key(method=method, seed=seed, steps=c.confirm_steps, split="test")
+            record = runner.recall(key, train)
+            values.append(float(record["metric"]))
+            ranks = record["extra"]["final_ranks"]
+            bar.set_postfix(test=f"{record['metric']:.3f}")
             bar.update(1)
     uniform = bench.confirmed(bench.uniform, bench.seeds[0])
     return {
@@ -112,6 +117,3 @@ def run_adalora(bench: TaskBench) -> dict[str, Any]:
         "params_while_training": sum(ADALORA_INIT_R * (s.params_per_rank + 1) for s in space.sites),
         "final_ranks": ranks,
     }  # fmt: skip
-
-
-# --- performance model speed --------------------------------------------------------------------

@@ -77,7 +77,7 @@ def render_quality(results: dict[str, Any]) -> str:
     diffs = protocol_differences(c)
     runs = sum(t["runs"] for t in results["tasks"].values())
     out = [f"Command: `{command}` ({results['date']}, 2 shared CPU cores, no GPU, "
-           f"{results.get('threads', 2)} torch thread(s); {runs} "
+           f"{results.get('jobs', 1)} process(es) of {results.get('threads', 2)} torch thread(s); {runs} "
            f"fine-tunes, {results['wall_s'] / 60:.0f} min wall)", "",
            "Same proposer code as the service, trials one at a time (parallelism 1), no transfer from "
            "earlier searches; proxy metric on val at the end of each run. Confirmation runs the service's "

@@ -36,7 +36,8 @@ def fraction(value: float) -> bool:
 
 
 def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: None) -> None:
-    results = bench.run(TINY, progress=False)
+    store = tmp_path / "runs.jsonl"
+    results = bench.run(TINY, progress=False, store=store, jobs=2)  # searches and confirmation: 2 processes
     assert results["config"]["trials"] == 2 and results["wall_s"] > 0
     task = results["tasks"]["tiny-vlm"]
     assert (task["model"], task["task"], task["sites"]) == ("builtin:tiny-vlm", "builtin:digits-vqa", 54)
@@ -67,6 +68,13 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     sites = bench.make_space(*bench.TASKS["tiny-vlm"]).sites
     assert set(adalora["final_ranks"]) == {site.name for site in sites}  # AdaLoRA on every site
     assert task["runs"] == 5  # 2 proxy trials, uniform and trial 1 confirmed, AdaLoRA
+    lines = store.read_text().splitlines()
+    assert len(lines) == 5, "each fine-tune is stored once"
+
+    # A rerun with the same store, in process this time, trains nothing and gives the same figures.
+    again = bench.run(TINY, progress=False, store=store, jobs=1)
+    assert store.read_text().splitlines() == lines
+    assert again["tasks"] == results["tasks"]
 
     text = report.render_quality({**results, "command": "cmd", "date": "today"})
     assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text
