@@ -52,7 +52,7 @@ from search.space import HierarchicalSpace
 from search.strategies import SearchContext, TrialRecord, get_proposer, propose_next
 
 TASKS = {"tiny-vlm": ("builtin:tiny-vlm", "builtin:digits-vqa"),
-         "minilm": ("builtin:minilm", "builtin:minilm-topics")}  # fmt: skip
+         "minilm": ("builtin:minilm", "builtin:minilm-stdlib")}  # fmt: skip
 STRATEGIES = ("uniform", "random", "tpe", "perfmodel")
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8

@@ -102,11 +102,13 @@ def in_pool(bench: Any, what: str, calls: list[tuple[Callable[..., Any], tuple[A
     with ProcessPoolExecutor(bench.jobs, mp_context=context) as pool, bench.bar(what, len(calls)) as bar:
         futures = [pool.submit(fn, bench.name, bench.config, *args, bench.store.path, bench.threads)
                    for fn, args in calls]  # fmt: skip
-        pending = set(futures)
+        pending, shown = set(futures), len(bench.store)
         while pending:
             finished, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
             bench.store.refresh()
-            bar.set_postfix(fine_tunes=len(bench.store), refresh=False)
+            if len(bench.store) != shown:  # a line per new fine-tune, also where stderr is a file
+                shown = len(bench.store)
+                bar.set_postfix(fine_tunes=shown, refresh=not finished)
             bar.update(len(finished))
         return [f.result() for f in futures]
 

@@ -119,7 +119,7 @@ class Method(StrEnum):
 @user_errors
 def train(
     model: Annotated[str, typer.Option(help="builtin:tiny-vlm, builtin:minilm or a local model directory")],
-    task: Annotated[str, typer.Option(help="builtin:digits-vqa, builtin:minilm-topics or a JSONL file/dir")],
+    task: Annotated[str, typer.Option(help="builtin:digits-vqa, builtin:minilm-stdlib, a JSONL file or dir")],
     out: Annotated[Path, typer.Option(help="Directory for the PEFT adapter and the result")],
     schedule: Annotated[Path | None, typer.Option(help="Schedule JSON or PEFT adapter_config.json")] = None,
     uniform_rank: Annotated[int | None, typer.Option(help="Uniform rank on every site instead")] = None,

@@ -1,7 +1,8 @@
 """Resolve a task spec and a model spec to a ``Task``.
 
 - ``builtin:digits-vqa`` with ``builtin:tiny-vlm`` (or a directory saved from it);
-- ``builtin:minilm-topics`` with ``builtin:minilm`` (or another local text-encoder directory);
+- ``builtin:minilm-topics`` (synthetic sentences) and ``builtin:minilm-stdlib`` (real standard-library
+  docstrings) with ``builtin:minilm`` (or another local text-encoder directory);
 - a JSONL file or data set directory (``trainer.tasks.jsonl``) with a local model directory, a
   Hugging Face id already in the local cache, or a built-in model. Nothing is downloaded.
 
@@ -20,7 +21,11 @@ from trainer.tasks.base import Task
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-BUILTIN_TASKS = {"builtin:digits-vqa": "builtin:tiny-vlm", "builtin:minilm-topics": "builtin:minilm"}
+BUILTIN_TASKS = {
+    "builtin:digits-vqa": "builtin:tiny-vlm",
+    "builtin:minilm-topics": "builtin:minilm",
+    "builtin:minilm-stdlib": "builtin:minilm",
+}
 TINY_VLM, MINILM = "builtin:tiny-vlm", "builtin:minilm"
 
 
@@ -28,8 +33,10 @@ def load_task(task: str, model: str) -> Task:
     """The task ``task`` fine-tuning ``model``; raises ``TaskError`` (field ``task`` or ``model``)."""
     from trainer.tasks.digits_vqa import DigitsVQATask
     from trainer.tasks.jsonl import load_jsonl_task
+    from trainer.tasks.minilm_stdlib import MiniLMStdlibTask
     from trainer.tasks.minilm_topics import MiniLMTopicsTask
 
+    text_tasks = {"builtin:minilm-topics": MiniLMTopicsTask, "builtin:minilm-stdlib": MiniLMStdlibTask}
     if task == "builtin:digits-vqa":
         if model == TINY_VLM:
             return DigitsVQATask()
@@ -37,13 +44,13 @@ def load_task(task: str, model: str) -> Task:
         if not _is_tiny_vlm(model_dir):
             raise _mismatch(task, model)
         return DigitsVQATask(model_dir)
-    if task == "builtin:minilm-topics":
+    if task in text_tasks:
         if model == MINILM:
-            return MiniLMTopicsTask()
+            return text_tasks[task]()
         model_dir, is_vlm = resolve_model(model)
         if is_vlm:
             raise _mismatch(task, model)
-        return MiniLMTopicsTask(model_dir)
+        return text_tasks[task](model_dir)
     if task.startswith("builtin:"):
         raise TaskError(f"task: unknown built-in task {task!r}; choose one of {', '.join(BUILTIN_TASKS)}")
     path = Path(task).expanduser()
