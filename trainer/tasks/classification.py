@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from trainer.tasks.base import Batch, Split, Task, evaluating, model_device, tensor_batches, to_device
 
@@ -132,3 +132,26 @@ class TextClassificationTask(Task):
 
     def split_size(self, split: Split) -> int:
         return len(self.examples(split)[1])
+
+
+class BuiltinTextTask(TextClassificationTask):
+    """A built-in text task on ``builtin:minilm`` (or another local encoder directory) whose splits
+    are made once, all together, by ``make_examples`` (so no example lands in two splits)."""
+
+    labels: ClassVar[tuple[str, ...]]
+
+    def __init__(self, model_dir: str | Path | None = None) -> None:
+        """``model_dir``: another local encoder directory to use instead of the bundled MiniLM."""
+        from trainer.models import minilm_dir
+
+        super().__init__(Path(model_dir) if model_dir is not None else minilm_dir(), self.labels)
+        self._examples: dict[Split, tuple[list[str], list[int]]] | None = None
+
+    @abstractmethod
+    def make_examples(self) -> dict[Split, tuple[list[str], list[int]]]:
+        """Texts and label ids of every split."""
+
+    def examples(self, split: Split) -> tuple[list[str], list[int]]:
+        if self._examples is None:
+            self._examples = self.make_examples()
+        return self._examples[split]

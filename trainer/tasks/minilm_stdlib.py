@@ -22,11 +22,10 @@ import hashlib
 import importlib
 import inspect
 import re
-from pathlib import Path
 from typing import Any, ClassVar
 
 from trainer.tasks.base import Split
-from trainer.tasks.classification import TextClassificationTask
+from trainer.tasks.classification import BuiltinTextTask
 
 AREAS: dict[str, tuple[str, ...]] = {
     "files": ("os", "os.path", "pathlib", "shutil", "glob", "fnmatch", "tempfile", "filecmp", "io", "stat",
@@ -116,7 +115,7 @@ def make_docstring_splits() -> dict[Split, tuple[list[str], list[int]]]:
     return splits
 
 
-class MiniLMStdlibTask(TextClassificationTask):
+class MiniLMStdlibTask(BuiltinTextTask):
     """Six-way area classification of real standard-library docstrings with MiniLM and a new head."""
 
     name: ClassVar[str] = "builtin:minilm-stdlib"
@@ -127,14 +126,7 @@ class MiniLMStdlibTask(TextClassificationTask):
         "all-MiniLM-L6-v2 encoder (builtin:minilm) plus a new mean-pooling linear head; metric: accuracy."
     )
 
-    def __init__(self, model_dir: str | Path | None = None) -> None:
-        """``model_dir``: another local encoder directory to use instead of the bundled MiniLM."""
-        from trainer.models import minilm_dir
+    labels = LABELS
 
-        super().__init__(Path(model_dir) if model_dir is not None else minilm_dir(), LABELS)
-        self._examples: dict[Split, tuple[list[str], list[int]]] | None = None
-
-    def examples(self, split: Split) -> tuple[list[str], list[int]]:
-        if self._examples is None:
-            self._examples = make_docstring_splits()
-        return self._examples[split]
+    def make_examples(self) -> dict[Split, tuple[list[str], list[int]]]:
+        return make_docstring_splits()

@@ -14,13 +14,12 @@ The model is the pretrained MiniLM encoder (``builtin:minilm``, shipped in the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from trainer.tasks.base import Split
-from trainer.tasks.classification import TextClassificationTask
+from trainer.tasks.classification import BuiltinTextTask
 
 DATA_SEED = 11
 SPLIT_SIZES: dict[Split, int] = {"train": 2000, "val": 400, "test": 400}
@@ -173,7 +172,7 @@ def make_topic_sentences() -> dict[Split, tuple[list[str], list[int]]]:
     return splits
 
 
-class MiniLMTopicsTask(TextClassificationTask):
+class MiniLMTopicsTask(BuiltinTextTask):
     """Five-way topic classification of synthetic sentences with MiniLM and a new linear head."""
 
     name: ClassVar[str] = "builtin:minilm-topics"
@@ -184,14 +183,7 @@ class MiniLMTopicsTask(TextClassificationTask):
         "metric: accuracy."
     )
 
-    def __init__(self, model_dir: str | Path | None = None) -> None:
-        """``model_dir``: another local encoder directory to use instead of the bundled MiniLM."""
-        from trainer.models import minilm_dir
+    labels = LABELS
 
-        super().__init__(Path(model_dir) if model_dir is not None else minilm_dir(), LABELS)
-        self._examples: dict[Split, tuple[list[str], list[int]]] | None = None
-
-    def examples(self, split: Split) -> tuple[list[str], list[int]]:
-        if self._examples is None:
-            self._examples = make_topic_sentences()
-        return self._examples[split]
+    def make_examples(self) -> dict[Split, tuple[list[str], list[int]]]:
+        return make_topic_sentences()
