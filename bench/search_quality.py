@@ -106,6 +106,9 @@ class Runner:
         return run_key(bench=self.label, lr=c.lr, batch_size=c.batch_size, device=c.device,
                        torch=torch.__version__, threads=torch.get_num_threads(), **what)  # fmt: skip
 
+    def lora_key(self, ranks: tuple[int, ...], seed: int, steps: int, split: str) -> str:
+        return self.key(method="lora", ranks=list(ranks), seed=seed, steps=steps, split=split)
+
     def recall(self, key: str, train: Callable[[], tuple[float, float, dict[str, Any]]]) -> dict[str, Any]:
         """The stored record of ``key``, trained (``train`` gives metric, seconds, extra) if missing."""
         record = self.store.get(key)
@@ -129,8 +132,7 @@ class Runner:
                                     eval_split=split, on_step=self.show_step)  # fmt: skip
             return result.metric, result.wall_time_s, {}
 
-        key = self.key(method="lora", ranks=list(schedule.ranks), seed=seed, steps=steps, split=split)
-        value = float(self.recall(key, train)["metric"])
+        value = float(self.recall(self.lora_key(schedule.ranks, seed, steps, split), train)["metric"])
         self.cache[(schedule, seed, steps, split)] = value
         return value
 
@@ -286,8 +288,7 @@ class TaskBench:
         runs |= {(s, SEED_OFFSET + seed_of[s]) for s in self.extra}
         steps = self.config.confirm_steps
         missing = [(s, seed) for s, seed in sorted(runs, key=lambda r: (r[1], r[0].ranks))
-                   if self.store.get(self.runner.key(method="lora", ranks=list(s.ranks), seed=seed,
-                                                     steps=steps, split="test")) is None]  # fmt: skip
+                   if self.store.get(self.runner.lora_key(s.ranks, seed, steps, "test")) is None]  # fmt: skip
         if self.jobs > 1 and missing:
             in_pool(
                 self, "confirm runs", [(train_job, (s.ranks, seed, steps, "test")) for s, seed in missing]
