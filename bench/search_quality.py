@@ -245,10 +245,11 @@ class TaskBench:
         (perfmodel replays tpe's first trials from the store instead of training them again)."""
         pairs = list(itertools.product(self.config.strategies, self.seeds))
         if self.jobs > 1:
-            steps = self.config.steps  # trial 0 of every search of a seed: the uniform schedule, trained once
-            in_pool(
-                self, "trials 0", [(train_job, (self.uniform.ranks, s, steps, "val")) for s in self.seeds]
-            )
+            # Known before any training: trial 0 of every search (the uniform schedule with the search's
+            # seed) and every trial of a strategy that ignores history (uniform, random). Each distinct
+            # run is its own job, so no two processes train the same run and none waits on a search.
+            steps, known = self.config.steps, self.history_free_runs(pairs)
+            in_pool(self, "known trials", [(train_job, (ranks, seed, steps, "val")) for ranks, seed in known])
             order = sorted(pairs, key=lambda p: (p[0] == "perfmodel", p[1]))
             found = in_pool(self, "searches", [(search_job, (s, seed)) for s, seed in order])
             done = dict(zip(order, found, strict=True))
@@ -258,6 +259,17 @@ class TaskBench:
             self.histories.setdefault(strategy, {})[seed] = history
             for t in history:  # recalled from the store: the runner counts what the figures rest on
                 self.runner.metric(t.schedule, t.proxy_seed, self.config.steps, "val")
+
+    def history_free_runs(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[tuple[int, ...], int]]:
+        """(ranks, proxy seed) of every proposal that needs no finished trial, each once, in order."""
+        runs: dict[tuple[tuple[int, ...], int], None] = {}
+        for strategy, seed in pairs:
+            proposer = get_proposer(strategy)
+            context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
+            for number in range(context.max_trials if not proposer.uses_history else 1):
+                p = propose_next(proposer, context, number, ())
+                runs[(p.schedule.ranks, p.proxy_seed)] = None
+        return list(runs)
 
     def run_one_search(self, strategy: str, seed: int) -> list[TrialRecord]:
         context = make_context(self.model, self.task, strategy, seed, self.config, self.space)

@@ -51,3 +51,17 @@ def test_more_than_one_job_needs_a_store(capsys: pytest.CaptureFixture[str]) -> 
         main(["--quick", "--jobs", "2"])
     with pytest.raises(SystemExit, match="--jobs"):
         main(["--quick", "--jobs", "0", "--store", "x.jsonl"])
+
+
+def test_runs_known_before_training_are_listed_once() -> None:
+    """Trial 0 of every search and every trial of a history-free strategy, deduplicated: uniform with
+    search seed 0 trains proxy seeds 0-2 and with seed 1 seeds 1-3 (2 in common); random's trial 0 and
+    tpe's are uniform with seed 0 again; tpe's later trials depend on results, so none is listed."""
+    from bench.search_quality import Config, TaskBench
+
+    bench = TaskBench("tiny-vlm", Config(tasks=("tiny-vlm",), trials=3), progress=False)
+    runs = bench.history_free_runs([("uniform", 0), ("uniform", 1), ("random", 0), ("tpe", 0)])
+    uniform = bench.uniform.ranks
+    assert runs[:4] == [(uniform, 0), (uniform, 1), (uniform, 2), (uniform, 3)]
+    assert len(runs) == 6 and len(set(runs)) == 6
+    assert all(seed == 0 and ranks != uniform for ranks, seed in runs[4:])  # random's own trials 1 and 2
