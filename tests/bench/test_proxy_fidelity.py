@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +36,6 @@ def test_a_proxy_that_ranks_as_the_reference_scores_one_and_keeps_the_best() -> 
     assert reversed_["spearman"] == pytest.approx(-1.0)
     assert reversed_["proxy_best_full"] == full.min()
     assert reversed_["beats_first"] == 0.0  # never better than the perfect base
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ pytestmark = pytest.mark.slow
 # steps with 1 seed: five fine-tunes, each dominated by one evaluation (the first builds the data).
 TINY = bench.Config(tasks=("tiny-vlm",), strategies=("random",), trials=2, seeds=1, steps=4, confirm_steps=4,
                     confirm_seeds=1, top_k=1, rank_schedules=1, adalora=True)  # fmt: skip
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """As the bench runs by default: on shared cores 2 threads spin-wait for each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fraction(value: float) -> bool:
