@@ -103,8 +103,8 @@ def proxy_scores(bench: TaskBench, variant: Variant, schedules: Sequence[tuple[i
     vbench = TaskBench(bench.name, replace(bench.config, lr=variant.lr), progress=bench.progress,
                        store=bench.store, jobs=jobs, threads=threads)  # fmt: skip
     runs = [(ranks, seed) for ranks in schedules for seed in variant.seeds]
-    missing = [(r, s) for r, s in runs
-               if vbench.store.get(vbench.runner.lora_key(r, s, variant.steps, "val")) is None]  # fmt: skip
+    keys = {run: vbench.runner.lora_key(*run, variant.steps, "val") for run in runs}
+    missing = [run for run in runs if vbench.store.get(keys[run]) is None]
     if jobs > 1 and missing:
         in_pool(vbench, variant.label, [(train_job, (r, s, variant.steps, "val")) for r, s in missing])
     from search.schedule import RankSchedule
@@ -116,8 +116,7 @@ def proxy_scores(bench: TaskBench, variant: Variant, schedules: Sequence[tuple[i
             for j, seed in enumerate(variant.seeds):
                 schedule = RankSchedule(vbench.space.sites, ranks, vbench.space.alpha)
                 scores[i, j] = vbench.runner.metric(schedule, seed, variant.steps, "val")
-                walls.append(float(vbench.store.get(vbench.runner.lora_key(ranks, seed, variant.steps,
-                                                                           "val"))["wall_s"]))  # fmt: skip
+                walls.append(float(vbench.store.records[keys[(ranks, seed)]]["wall_s"]))
                 bar.update(1)
     return scores, statistics.mean(walls)
 
@@ -165,7 +164,10 @@ def run(task: str, variants: Sequence[Variant], store: Path, full_steps: int = 6
     full_by = reference(bench, full_steps)
     schedules = list(full_by)[:limit]
     if len(schedules) < 3:
-        raise SystemExit(f"{store}: {len(schedules)} schedules at {full_steps} steps on test; need 3 or more")
+        raise SystemExit(
+            f"{store}: {len(schedules)} schedules at {full_steps} steps on test; need 3 or more "
+            "(store keys include the torch thread count and device: use the store's --threads)"
+        )
     full = np.array([statistics.mean(full_by[s]) for s in schedules])
     repeated = [full_by[s] for s in schedules if len(full_by[s]) > 1]
     shares = tower_shares(bench, schedules)
