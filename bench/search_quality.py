@@ -17,7 +17,11 @@ Finished fine-tunes go to ``--store FILE`` (JSONL): a rerun with the same file t
 missing. ``--jobs N`` trains in N processes (searches of different strategies and seeds, and the
 confirmation runs, side by side; each search stays sequential).
 
-The issue's protocol (a day on 2 cores):  .venv/bin/python bench/search_quality.py --jobs 2 --store F --write
+Each set of tasks has its own RESULTS.md section ("Search quality (tiny-vlm)"), so a run on one task
+leaves the other's figures as they are.
+
+The issue's protocol (tiny-vlm about 5 h of 2 cores, MiniLM about 40 core-hours):
+  .venv/bin/python bench/search_quality.py --jobs 2 --store F --write
 The quick preset:  .venv/bin/python bench/search_quality.py --quick --write
 Model speed:  .venv/bin/python bench/search_quality.py --model-speed --write
 """
@@ -473,12 +477,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                    "jobs": args.jobs, **figures}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    from bench.search_quality_report import render_quality, render_speed, wrap, write_section
+    from bench.search_quality_report import quality_heading, render_quality, render_speed, wrap, write_section
 
     if "model_speed" in results:
         heading, body = "Performance model speed", render_speed(results)
     else:
-        heading, body = "Search quality", render_quality(results)
+        heading, body = quality_heading(results), render_quality(results)
     body = wrap(body)
     print(body)
     if args.write:

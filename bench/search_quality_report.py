@@ -9,7 +9,7 @@ from typing import Any
 from bench.results_md import table, wrap, write_section
 from bench.search_quality import ADALORA_INIT_R, BUDGET_RANK, FULL, GRID, HYDRA_GAIN, Config
 
-__all__ = ["render_quality", "render_speed", "table", "wrap", "write_section"]
+__all__ = ["quality_heading", "render_quality", "render_speed", "table", "wrap", "write_section"]
 
 
 def pct(summary: dict[str, Any] | None) -> str:
@@ -22,22 +22,32 @@ def rho(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
 
+def quality_heading(results: dict[str, Any]) -> str:
+    """One RESULTS.md section per set of tasks: a run on one task leaves the other task's figures be."""
+    return f"Search quality ({', '.join(results['config']['tasks'])})"
+
+
 def render_task(name: str, r: dict[str, Any], c: Config) -> str:
     rows = [[s, pct(f["proxy_best"]), pct(f["confirmed"]), f"{f['gain_points']:+.1f}",
              pct(f["service_result"])] for s, f in r["strategies"].items()]  # fmt: skip
+    if "uniform" not in r["strategies"]:  # not searched: its schedule is every search's trial 0
+        baseline = pct(r["uniform_confirmed"])
+        rows.insert(0, [f"uniform rank {BUDGET_RANK} (not searched)", "-", baseline, "+0.0", "-"])
     a = r["adalora"]
     if a:
         rows.append([f"PEFT AdaLoRA {ADALORA_INIT_R}→{BUDGET_RANK}", "-", pct(a["confirmed"]),
                      f"{a['gain_points']:+.1f} (same seeds)", "-"])  # fmt: skip
+    noise = r["uniform_proxy_over_seeds"]
     out = [f"### {name}: `{r['model']}` + `{r['task']}`", "",
            f"{r['sites']} sites, budget {r['budget_params']:,} params (uniform rank {BUDGET_RANK}), grid "
            f"{list(GRID)}.", "",
            table(["strategy", f"proxy best of {c.trials} (val, %)", "its schedule confirmed (test, %)",
                   "gain over uniform (points)", "service result: best of top-k + uniform (test, %)"],
                  rows), "",
-           f"- Uniform rank {BUDGET_RANK} confirmed: {pct(r['uniform_confirmed'])}; the same schedule's "
-           f"proxy objective over the proxy seeds of strategy `uniform` (seed noise): "
-           f"{pct(r['uniform_proxy_over_seeds'])}."]  # fmt: skip
+           f"- Uniform rank {BUDGET_RANK} confirmed: {pct(r['uniform_confirmed'])}; "
+           + (f"the same schedule's proxy objective over the proxy seeds of strategy `uniform` (seed "
+              f"noise): {pct(noise)}." if noise
+              else "no seed-noise figure (strategy `uniform` not run).")]  # fmt: skip
     if a:
         out.append(
             f"- AdaLoRA kept {a['final_rank_sum']} singular values in all (target {BUDGET_RANK} × "

@@ -66,10 +66,14 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
 
     text = report.render_quality({**results, "command": "cmd", "date": "today"})
     assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text
+    assert "| uniform rank 8 (not searched) | - |" in text  # the baseline row stands in for the strategy
+    assert "no seed-noise figure (strategy `uniform` not run)" in text
     assert "**Differs from the issue's protocol**: tasks tiny-vlm (issue: tiny-vlm,minilm)" in text
     results_md = tmp_path / "RESULTS.md"
-    results_md.write_text("# Results\n\n## Search quality\n\nold\n\n## Other\n\nkept\n")
-    report.write_section("Search quality", text, results_md)
+    heading = report.quality_heading(results)
+    assert heading == "Search quality (tiny-vlm)"
+    results_md.write_text("# Results\n\n## Search quality (tiny-vlm)\n\nold\n\n## Other\n\nkept\n")
+    report.write_section(heading, text, results_md)
     written = results_md.read_text()
     assert "old" not in written and "### tiny-vlm" in written and written.endswith("## Other\n\nkept\n")
 
