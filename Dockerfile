@@ -29,6 +29,9 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}"
 
 WORKDIR /opt/ranktune
 COPY pyproject.toml README.md ./
+# ranktune/ is the import package's root: its symlinks (service -> ../service, ...) map the four
+# folders below to ranktune.service, ranktune.search, ranktune.trainer and ranktune.migrations.
+COPY ranktune ./ranktune
 COPY search ./search
 COPY service ./service
 COPY trainer ./trainer

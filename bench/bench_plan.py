@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import transformers as T
 
-from search.schedule import Budget
-from search.space import HierarchicalSpace
-from trainer.sites import discover_sites
+from ranktune.search.schedule import Budget
+from ranktune.search.space import HierarchicalSpace
+from ranktune.trainer.sites import discover_sites
 
 REPEATS = 200
 

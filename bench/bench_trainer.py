@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search.grid import RankGrid
-from search.peft_format import to_peft_config
-from search.schedule import RankSchedule
-from trainer.adapters import AdapterMethod, inject_adapters, merge_adapters
-from trainer.proxy import ProxySettings, proxy_finetune, resolve_device
-from trainer.sites import sites_of_model
-from trainer.tasks.registry import load_task
+from ranktune.search.grid import RankGrid
+from ranktune.search.peft_format import to_peft_config
+from ranktune.search.schedule import RankSchedule
+from ranktune.trainer.adapters import AdapterMethod, inject_adapters, merge_adapters
+from ranktune.trainer.proxy import ProxySettings, proxy_finetune, resolve_device
+from ranktune.trainer.sites import sites_of_model
+from ranktune.trainer.tasks.registry import load_task
 
 MODEL, TASK = "builtin:tiny-vlm", "builtin:digits-vqa"
 

@@ -41,9 +41,10 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results_md import machine, table, wrap, write_section
-from bench.search_quality import Config, TaskBench
-from bench.search_quality_runs import RunStore, in_pool, train_job
-from search.perfmodel import spearman
+from bench.search_quality_bench import TaskBench, train_job
+from bench.search_quality_common import Config
+from bench.search_quality_runs import RunStore, in_pool
+from ranktune.search.perfmodel import spearman
 
 TOP = 5  # the proxy's top schedules whose reference score is reported
 BOOTSTRAP = 2000
@@ -107,7 +108,7 @@ def proxy_scores(bench: TaskBench, variant: Variant, schedules: Sequence[tuple[i
     missing = [run for run in runs if vbench.store.get(keys[run]) is None]
     if jobs > 1 and missing:
         in_pool(vbench, variant.label, [(train_job, (r, s, variant.steps, "val")) for r, s in missing])
-    from search.schedule import RankSchedule
+    from ranktune.search.schedule import RankSchedule
 
     scores = np.empty((len(schedules), len(variant.seeds)))
     walls = []

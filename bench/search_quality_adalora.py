@@ -7,10 +7,11 @@ import statistics
 from collections.abc import Iterator
 from typing import Any
 
-from bench.search_quality import ADALORA_INIT_R, BUDGET_RANK, TaskBench, mean_std
-from search.confirm import SEED_OFFSET
-from search.schedule import RankSchedule
-from search.space import HierarchicalSpace
+from bench.search_quality_bench import TaskBench
+from bench.search_quality_common import ADALORA_INIT_R, BUDGET_RANK, mean_std
+from ranktune.search.confirm import SEED_OFFSET
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.space import HierarchicalSpace
 
 
 def orth_regularizer(model: Any) -> Any:
@@ -76,7 +77,7 @@ def run_adalora(bench: TaskBench) -> dict[str, Any]:
     while it is registered."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    from trainer.proxy import ProxySettings, proxy_finetune
+    from ranktune.trainer.proxy import ProxySettings, proxy_finetune
 
     c, space, runner = bench.config, bench.space, bench.runner
     values, ranks = [], {}

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.search_quality import GRID, TASKS, TaskBench, make_space, objective
-from search.features import Featurizer
-from search.perfmodel import PerformanceModel, spearman
-from search.schedule import RankSchedule
+from bench.search_quality_bench import TaskBench
+from bench.search_quality_common import GRID, TASKS, make_space, objective
+from ranktune.search.features import Featurizer
+from ranktune.search.perfmodel import PerformanceModel, spearman
+from ranktune.search.schedule import RankSchedule
 
 
 def model_curve(pool: Sequence[tuple[RankSchedule, float]], featurizer: Featurizer,
@@ -62,7 +63,7 @@ def model_speed(rows: int = 10_000, candidates: int = 10_000, repeats: int = 3) 
     """Featurize and fit on ``rows`` synthetic trials, featurize and score ``candidates``, on
     tiny-vlm's real site list with random rank matrices from the grid; the variants of
     ``SPEED_VARIANTS`` alternate within each repeat, so they share the machine's load."""
-    from search.perfmodel import ModelOptions
+    from ranktune.search.perfmodel import ModelOptions
 
     space = make_space(*TASKS["tiny-vlm"])
     featurizer = Featurizer(space.sites, space.budget.params, space.budget.uniform_rank)

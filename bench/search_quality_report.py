@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from bench.results_md import table, wrap, write_section
-from bench.search_quality import ADALORA_INIT_R, BUDGET_RANK, FULL, GRID, HYDRA_GAIN, Config
+from bench.search_quality_common import ADALORA_INIT_R, BUDGET_RANK, FULL, GRID, HYDRA_GAIN, Config
 
 __all__ = ["quality_heading", "render_quality", "render_speed", "table", "wrap", "write_section"]
 

@@ -111,33 +111,3 @@ def in_pool(bench: Any, what: str, calls: list[tuple[Callable[..., Any], tuple[A
                 bar.set_postfix(fine_tunes=shown, refresh=not finished)
             bar.update(len(finished))
         return [f.result() for f in futures]
-
-
-# --- work done in pool processes (spawned: each builds its own task and sets its thread count) ---------
-
-
-def _start(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def search_job(name: str, config: Any, strategy: str, seed: int, store: Path, threads: int) -> list[Any]:
-    """One (strategy, search seed) search in a pool process; its fine-tunes land in ``store``."""
-    from bench.search_quality import TaskBench
-
-    _start(threads)
-    bench = TaskBench(name, config, progress=False, store=RunStore(store))
-    return bench.run_one_search(strategy, seed)
-
-
-def train_job(name: str, config: Any, ranks: tuple[int, ...], seed: int, steps: int, split: str,
-              store: Path, threads: int) -> float:  # fmt: skip
-    """One fine-tune of ``ranks`` in a pool process; the result lands in ``store``."""
-    from bench.search_quality import TaskBench
-    from search.schedule import RankSchedule
-
-    _start(threads)
-    bench = TaskBench(name, config, progress=False, store=RunStore(store))
-    schedule = RankSchedule(bench.space.sites, ranks, bench.space.alpha)
-    return bench.runner.metric(schedule, seed, steps, split)

@@ -28,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.strategies import ModelSettings, TrialRecord, get_proposer
+from ranktune.search.strategies import ModelSettings, TrialRecord, get_proposer
 from tests.search.synthetic import context, objective, run_search
 
 CHECKPOINTS = (8, 16, 32)

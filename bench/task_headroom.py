@@ -33,11 +33,11 @@ RANKS = (0, 8)
 
 
 def measure(model: str, task_name: str, steps: int, rank: int) -> dict[str, Any]:
-    from bench.search_quality import make_space
-    from search.schedule import RankSchedule
-    from trainer.adapters import AdapterMethod
-    from trainer.proxy import ProxySettings, proxy_finetune
-    from trainer.tasks.registry import load_task
+    from bench.search_quality_common import make_space
+    from ranktune.search.schedule import RankSchedule
+    from ranktune.trainer.adapters import AdapterMethod
+    from ranktune.trainer.proxy import ProxySettings, proxy_finetune
+    from ranktune.trainer.tasks.registry import load_task
 
     task = load_task(task_name, model)
     space = make_space(model, task_name)

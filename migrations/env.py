@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from service.db.models import Base
-from service.settings import Settings
+from ranktune.service.db.models import Base
+from ranktune.service.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -29,7 +29,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         run_on(connection)
         return
-    from service.db.engine import make_engine
+    from ranktune.service.db.engine import make_engine
 
     settings = Settings()
     url = config.get_main_option("sqlalchemy.url")

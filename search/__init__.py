@@ -3,10 +3,10 @@
 Nothing in this package imports torch, the database or the service: it works on frozen values.
 """
 
-from search.errors import BudgetError, GridError, RanktuneError, ScheduleError, SiteError
-from search.grid import DEFAULT_GRID, RankGrid
-from search.schedule import AlphaRule, Budget, RankSchedule
-from search.sites import AdapterSite
+from ranktune.search.errors import BudgetError, GridError, RanktuneError, ScheduleError, SiteError
+from ranktune.search.grid import DEFAULT_GRID, RankGrid
+from ranktune.search.schedule import AlphaRule, Budget, RankSchedule
+from ranktune.search.sites import AdapterSite
 
 __all__ = [
     "DEFAULT_GRID",

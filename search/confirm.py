@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from search.schedule import RankSchedule
-from search.strategies import TrialRecord
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.strategies import TrialRecord
 
 SEED_OFFSET = 1_000  # confirm seeds differ from every proxy seed of the search
 

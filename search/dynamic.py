@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from search.schedule import RankSchedule
-from search.space import HierarchicalSpace
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.space import HierarchicalSpace
 
 STRENGTHS = (0.5, 1.0, 2.0)
 DEFAULT_STRENGTH = 1.0

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from search.features import Featurizer
-from search.perfmodel import ModelQuality, PerformanceModel, acquisition, cross_validate
-from search.sampling import ask_vectors, sampler_seed
-from search.schedule import RankSchedule
-from search.strategies import Proposal, Proposer, SearchContext, TrialRecord, register
+from ranktune.search.features import Featurizer
+from ranktune.search.perfmodel import ModelQuality, PerformanceModel, acquisition, cross_validate
+from ranktune.search.proposer import Proposal, Proposer, SearchContext, TrialRecord
+from ranktune.search.sampling import ask_vectors, sampler_seed
+from ranktune.search.schedule import RankSchedule
 
 TPE_CANDIDATES = 16  # the pool starts with up to this many TPE proposals (each ask costs ~10 ms)
 MUTATION_SHARE = 0.5  # of the rest of the pool: mutations of the best trials' vectors; then random
@@ -30,7 +30,6 @@ MUTATION_SCALE = 0.15
 PRIOR_WEIGHT = 0.5  # a transferred trial counts half as much as one of this search
 
 
-@register
 class TpeProposer(Proposer):
     name = "tpe"
 
@@ -155,7 +154,6 @@ def candidate_vectors(
     return vectors
 
 
-@register
 class PerfModelProposer(Proposer):
     name = "perfmodel"
 

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from search.schedule import RankSchedule
-from search.sites import TOWERS, AdapterSite
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.sites import TOWERS, AdapterSite
 
 RAW_SITE_LIMIT = 64
 DEPTH_BINS = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from search.errors import GridError
+from ranktune.search.errors import GridError
 
 DEFAULT_GRID: tuple[int, ...] = (0, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 

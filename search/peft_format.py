@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from search.errors import ScheduleError
-from search.schedule import AlphaRule, RankSchedule
-from search.sites import AdapterSite
+from ranktune.search.errors import ScheduleError
+from ranktune.search.schedule import AlphaRule, RankSchedule
+from ranktune.search.sites import AdapterSite
 
 
 def anchored(name: str) -> str:

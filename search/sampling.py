@@ -16,7 +16,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.strategies import SearchContext, TrialRecord
+from ranktune.search.proposer import SearchContext, TrialRecord
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

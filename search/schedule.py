@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from search.errors import BudgetError, ScheduleError
-from search.grid import RankGrid
-from search.sites import AdapterSite
+from ranktune.search.errors import BudgetError, ScheduleError
+from ranktune.search.grid import RankGrid
+from ranktune.search.sites import AdapterSite
 
 BUDGET_FLOOR = 0.97  # a schedule uses between 97% and 100% of its budget
 

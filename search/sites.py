@@ -11,7 +11,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from search.errors import SiteError
+from ranktune.search.errors import SiteError
 
 Tower = Literal["vision", "projector", "language"]
 TOWERS: tuple[Tower, ...] = ("vision", "projector", "language")

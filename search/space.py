@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.errors import BudgetError, ScheduleError
-from search.grid import RankGrid
-from search.projection import project
-from search.schedule import AlphaRule, Budget, RankSchedule
-from search.sites import TOWERS, AdapterSite
+from ranktune.search.errors import BudgetError, ScheduleError
+from ranktune.search.grid import RankGrid
+from ranktune.search.projection import project
+from ranktune.search.schedule import AlphaRule, Budget, RankSchedule
+from ranktune.search.sites import TOWERS, AdapterSite
 
 DEFAULT_LAYER_GROUPS = 4
 _BLENDS = (0.25, 0.5, 0.75)

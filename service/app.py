@@ -11,16 +11,16 @@ from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import optuna_mirror
-from service.api.errors import install_error_handlers
-from service.api.routes import admin, dashboard, health, leases, searches
-from service.auth import any_active_token
-from service.db import leases as lease_protocol
-from service.db.engine import make_engine, make_sessionmaker
-from service.db.migrate import head_revision
-from service.db.types import utcnow
-from service.metrics import ServiceMetrics
-from service.settings import Settings
+from ranktune.service import optuna_mirror
+from ranktune.service.api.errors import install_error_handlers
+from ranktune.service.api.routes import admin, dashboard, health, leases, searches
+from ranktune.service.auth import any_active_token
+from ranktune.service.db import leases as lease_protocol
+from ranktune.service.db.engine import make_engine, make_sessionmaker
+from ranktune.service.db.migrate import head_revision
+from ranktune.service.db.types import utcnow
+from ranktune.service.metrics import ServiceMetrics
+from ranktune.service.settings import Settings
 
 log = logging.getLogger("ranktune.app")
 API_PREFIX = "/api/v1"

@@ -28,9 +28,9 @@ from typing import Any, Literal
 from sqlalchemy import event, exists, select
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from service.db.models import ApiToken
-from service.errors import ServiceError
-from service.memo import TtlMemo
+from ranktune.service.db.models import ApiToken
+from ranktune.service.errors import ServiceError
+from ranktune.service.memo import TtlMemo
 
 TOKEN_PREFIX = "rt_"
 Role = Literal["admin", "user", "worker"]

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from search.schedule import Budget, RankSchedule
-from service.client_cli import wait_for
-from service.plan_view import print_schedule
+from ranktune.search.schedule import Budget, RankSchedule
+from ranktune.service.api_client import wait_for
+from ranktune.service.plan_view import print_schedule
 
 MODEL, TASK = "builtin:tiny-vlm", "builtin:digits-vqa"
 DEMO_SPEC: dict[str, Any] = {
@@ -53,12 +53,12 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo search (``spec``: DEMO_SPEC by default); returns the search as the API reports it."""
     spec = spec or DEMO_SPEC
-    from service.app import create_app
-    from service.db.migrate import upgrade_settings
-    from service.embedded import EmbeddedServer
-    from service.logs import configure_logging
-    from service.settings import Settings
-    from trainer.builtin.pretrain import load_tiny_vlm
+    from ranktune.service.app import create_app
+    from ranktune.service.db.migrate import upgrade_settings
+    from ranktune.service.embedded import EmbeddedServer
+    from ranktune.service.logs import configure_logging
+    from ranktune.service.settings import Settings
+    from ranktune.trainer.builtin.pretrain import load_tiny_vlm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     database = f"sqlite:///{out_dir.resolve() / 'ranktune-demo.db'}"
@@ -81,7 +81,7 @@ def run_demo(
                     f"budget {search['budget_params']:,} params "
                     "(uniform rank 8); then confirmation at full length"
                 )
-                search = wait_for(client, search, poll_s=1.0)
+                search = wait_for(client, search, Console(stderr=True), poll_s=1.0)
                 summarize(console, client, search, out_dir)
         finally:
             for worker in workers:
@@ -105,7 +105,7 @@ def start_worker(server_url: str, out_dir: Path, number: int) -> subprocess.Pope
     slower that way. One thread per worker, one worker per trial in flight: this model's small
     operations gain little from a second thread (a 60-step proxy took 10.9 s on 2 threads, 13.6 s
     on 1), so two 1-thread workers finish about 1.5x the trials of one 2-thread worker."""
-    command = [sys.executable, "-c", "from service.cli import main; main()", "worker", "--server", server_url,
+    command = [sys.executable, "-m", "ranktune", "worker", "--server", server_url,
                "--device", "cpu", "--name", f"demo-worker-{number}",
                "--spool", str(out_dir / f"spool-{number}")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

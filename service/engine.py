@@ -17,14 +17,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from search.dynamic import reallocate
-from search.engine import fit_model
-from search.pruning import FinishedCurve, PrunerSettings, should_prune
-from search.schedule import RankSchedule
-from service.db.models import Measurement, Search, Trial
-from service.db.repository.trials import final_schedule, prior_trials, trial_records
-from service.schemas.spec import SearchCreate
-from service.searching import search_context, stored_space
+from ranktune.search.dynamic import reallocate
+from ranktune.search.engine import fit_model
+from ranktune.search.pruning import FinishedCurve, PrunerSettings, should_prune
+from ranktune.search.schedule import RankSchedule
+from ranktune.service.db.models import Measurement, Search, Trial
+from ranktune.service.db.repository.trials import final_schedule, prior_trials, trial_records
+from ranktune.service.schemas.spec import SearchCreate
+from ranktune.service.searching import search_context, stored_space
 
 
 def job_proxy(spec: SearchCreate, kind: str, seed: int) -> dict[str, Any]:

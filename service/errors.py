@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.errors import RanktuneError
+from ranktune.search.errors import RanktuneError
 
 
 class ServiceError(RanktuneError):

@@ -12,8 +12,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import TRIAL_STATES, Lease, Trial, Worker
-from service.db.types import utcnow
+from ranktune.service.db.models import TRIAL_STATES, Lease, Trial, Worker
+from ranktune.service.db.types import utcnow
 
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 WORKER_SEEN_WINDOW_S = 300

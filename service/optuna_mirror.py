@@ -21,8 +21,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from service.db.models import Search, Trial
-from service.searching import stored_space
+from ranktune.service.db.models import Search, Trial
+from ranktune.service.searching import stored_space
 
 log = logging.getLogger("ranktune.optuna")
 SCHEMA = "ranktune_optuna"

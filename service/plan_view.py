@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console, Group
 from rich.table import Table
 
-from search.schedule import Budget, RankSchedule
-from search.sites import TOWERS, kind_sort_key
+from ranktune.search.schedule import Budget, RankSchedule
+from ranktune.search.sites import TOWERS, kind_sort_key
 
 HEAT = ("grey50", "blue", "dodger_blue1", "green3", "yellow1", "dark_orange", "red1", "magenta")
 

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from search.errors import SiteError
-from search.grid import RankGrid
-from search.schedule import AlphaRule, Budget, RankSchedule
-from search.sites import TOWERS, AdapterSite
-from search.space import DEFAULT_LAYER_GROUPS, HierarchicalSpace
+from ranktune.search.errors import SiteError
+from ranktune.search.grid import RankGrid
+from ranktune.search.schedule import AlphaRule, Budget, RankSchedule
+from ranktune.search.sites import TOWERS, AdapterSite
+from ranktune.search.space import DEFAULT_LAYER_GROUPS, HierarchicalSpace
 
 Strategy = Literal["uniform", "random"]
 
@@ -62,7 +62,7 @@ def sites_for_search(model: str, task: str | None = None) -> tuple[AdapterSite, 
 
     Built on the ``meta`` device: no weights are read. Imports torch lazily.
     """
-    from trainer.sites import discover_sites
+    from ranktune.trainer.sites import discover_sites
 
     return discover_sites(model)
 
@@ -79,7 +79,7 @@ def make_plan(
     layer_groups: int = DEFAULT_LAYER_GROUPS,
     alpha: AlphaRule | None = None,
 ) -> Plan:
-    from trainer.sites import discover_sites  # torch stays out of the service's import path
+    from ranktune.trainer.sites import discover_sites  # torch stays out of the service's import path
 
     sites = select_towers(discover_sites(model), towers)
     space = build_space(

@@ -10,15 +10,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from search.errors import RanktuneError
-from search.grid import RankGrid
-from search.sites import AdapterSite
-from search.space import HierarchicalSpace
-from search.strategies import ModelSettings, PriorTrial, SearchContext
-from service.errors import InvalidInput
-from service.memo import JsonMemo
-from service.planning import build_space, select_towers, sites_for_search
-from service.schemas.spec import SearchCreate
+from ranktune.search.errors import RanktuneError
+from ranktune.search.grid import RankGrid
+from ranktune.search.sites import AdapterSite
+from ranktune.search.space import HierarchicalSpace
+from ranktune.search.strategies import ModelSettings, PriorTrial, SearchContext
+from ranktune.service.errors import InvalidInput
+from ranktune.service.memo import JsonMemo
+from ranktune.service.planning import build_space, select_towers, sites_for_search
+from ranktune.service.schemas.spec import SearchCreate
 
 log = logging.getLogger("ranktune.search")
 
@@ -54,7 +54,7 @@ def spec_error(error: RanktuneError) -> InvalidInput:
 def discover_sites(model: str, task: str) -> tuple[AdapterSite, ...]:
     """Every adapter site of ``model``; a model that cannot be resolved or built is a 422 on ``model``,
     a task that does not exist or does not fit the model is a 422 on ``task`` (or ``model``)."""
-    from trainer.tasks.registry import load_task  # torch stays out of the service's import path
+    from ranktune.trainer.tasks.registry import load_task  # torch stays out of the service's import path
 
     try:
         load_task(task, model)

@@ -17,11 +17,11 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from service.auth import any_active_token
-from service.db.engine import make_engine, make_sessionmaker
-from service.db.migrate import SchemaStatus, schema_status, upgrade
-from service.errors import DatabaseError, ServiceError
-from service.settings import Settings, redact_url
+from ranktune.service.auth import any_active_token
+from ranktune.service.db.engine import make_engine, make_sessionmaker
+from ranktune.service.db.migrate import SchemaStatus, schema_status, upgrade
+from ranktune.service.errors import DatabaseError, ServiceError
+from ranktune.service.settings import Settings, redact_url
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -59,8 +59,8 @@ def database(settings: Settings) -> Iterator[Session]:
 
 
 def run_serve(settings: Settings) -> None:
-    from service.app import create_app
-    from service.logs import configure_logging
+    from ranktune.service.app import create_app
+    from ranktune.service.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
     with database(settings) as session:
@@ -85,7 +85,9 @@ def run_serve(settings: Settings) -> None:
     # Several processes, each with its own GIL, engine and pool, accepting on one socket: the lease
     # protocol keeps all its state in the database, as with replicas behind a load balancer.
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    _uvicorn("service.server:app_from_environment", settings, factory=True, workers=settings.api_workers)
+    _uvicorn(
+        "ranktune.service.server:app_from_environment", settings, factory=True, workers=settings.api_workers
+    )
 
 
 def _uvicorn(
@@ -107,8 +109,8 @@ def _uvicorn(
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of a multi-process `serve` (uvicorn calls this factory)."""
-    from service.app import create_app
-    from service.logs import configure_logging
+    from ranktune.service.app import create_app
+    from ranktune.service.logs import configure_logging
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     configure_logging(settings.log_level, settings.log_json)
@@ -133,7 +135,7 @@ def run_db_upgrade(settings: Settings, console: Console) -> None:
 
 
 def run_token_create(settings: Settings, name: str, role: str, out: Console, err: Console) -> None:
-    from service.db.repository.tokens import create_token
+    from ranktune.service.db.repository.tokens import create_token
 
     with database(settings) as session:
         row, token = create_token(session, name, role)
@@ -146,7 +148,7 @@ def run_token_create(settings: Settings, name: str, role: str, out: Console, err
 
 
 def run_token_revoke(settings: Settings, name: str, console: Console) -> None:
-    from service.db.repository.tokens import revoke_token
+    from ranktune.service.db.repository.tokens import revoke_token
 
     with database(settings) as session:
         row = revoke_token(session, name)
@@ -154,7 +156,7 @@ def run_token_revoke(settings: Settings, name: str, console: Console) -> None:
 
 
 def run_token_list(settings: Settings, console: Console) -> None:
-    from service.db.repository.tokens import list_tokens
+    from ranktune.service.db.repository.tokens import list_tokens
 
     with database(settings) as session:
         rows = list_tokens(session)

@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.errors import ScheduleError
-from search.grid import RankGrid
-from search.peft_format import from_peft_config
-from search.schedule import RankSchedule
-from search.sites import AdapterSite
+from ranktune.search.errors import ScheduleError
+from ranktune.search.grid import RankGrid
+from ranktune.search.peft_format import from_peft_config
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.sites import AdapterSite
 
 
 def read_schedule(path: Path, sites: tuple[AdapterSite, ...]) -> RankSchedule:
@@ -51,11 +51,11 @@ def run_train(
     device: str,
     eval_every: int,
 ) -> None:
-    from trainer.adapters import AdapterMethod
-    from trainer.adapters.export import save_peft_adapter
-    from trainer.proxy import ProxySettings, proxy_finetune
-    from trainer.sites import sites_of_model
-    from trainer.tasks.registry import load_task
+    from ranktune.trainer.adapters import AdapterMethod
+    from ranktune.trainer.adapters.export import save_peft_adapter
+    from ranktune.trainer.proxy import ProxySettings, proxy_finetune
+    from ranktune.trainer.sites import sites_of_model
+    from ranktune.trainer.tasks.registry import load_task
 
     if (schedule_file is None) == (uniform_rank is None):
         raise ScheduleError("schedule: pass exactly one of --schedule FILE or --uniform-rank R")

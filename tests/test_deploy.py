@@ -1,7 +1,7 @@
 """The deployment files, checked statically: no Docker engine runs here.
 
 docker-compose.yml is read with PyYAML and every command it (or the docs) runs in the ranktune image
-is parsed by the real ``ranktune`` CLI, the click command typer builds from ``service.cli.app``:
+is parsed by the real ``ranktune`` CLI, the click command typer builds from ``ranktune.service.cli.app``:
 a verb, option or choice that does not exist fails here, as it would in the container.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import typer
 
-from service.cli import app as ranktune_app
-from service.settings import Settings
+from ranktune.service.cli import app as ranktune_app
+from ranktune.service.settings import Settings
 from tests.deploy_files import (
     COMPOSE,
     DOCKERFILE,

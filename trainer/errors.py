@@ -1,6 +1,6 @@
 """Trainer-side errors, part of ranktune's one hierarchy (``search.errors.RanktuneError``)."""
 
-from search.errors import RanktuneError
+from ranktune.search.errors import RanktuneError
 
 
 class MethodError(RanktuneError):

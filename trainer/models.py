@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.errors import SiteError
+from ranktune.search.errors import SiteError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,7 +32,7 @@ def load_config(spec: str) -> PretrainedConfig:
     from transformers import AutoConfig
 
     if spec == "builtin:tiny-vlm":
-        from trainer.builtin.tiny_vlm import tiny_vlm_config
+        from ranktune.trainer.builtin.tiny_vlm import tiny_vlm_config
 
         return tiny_vlm_config()
     if spec == "builtin:minilm":

@@ -22,18 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from search.schedule import RankSchedule
-from trainer.adapters import AdapterMethod
-from trainer.adapters.dmlora import DMLoraController, DMLoraLinear
-from trainer.adapters.inject import (
+from ranktune.search.schedule import RankSchedule
+from ranktune.trainer.adapters import AdapterMethod
+from ranktune.trainer.adapters.dmlora import DMLoraController, DMLoraLinear
+from ranktune.trainer.adapters.inject import (
     adapter_layers,
     apply_resizes,
     effective_schedule,
     inject_adapters,
     resize_adapters,
 )
-from trainer.errors import TrainingError
-from trainer.tasks.base import Batch, Task
+from ranktune.trainer.errors import TrainingError
+from ranktune.trainer.tasks.base import Batch, Task
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.sites import AdapterSite, build_sites
+from ranktune.search.sites import AdapterSite, build_sites
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,7 +32,7 @@ def discover_sites(source: str | Path | nn.Module | PretrainedConfig) -> tuple[A
     from torch import nn
     from transformers import PretrainedConfig
 
-    from trainer.models import build_on_meta, load_config
+    from ranktune.trainer.models import build_on_meta, load_config
 
     if isinstance(source, nn.Module):
         return sites_of_model(source)

@@ -17,9 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.auth import AuthMemo, Principal, Scope, authenticate, memoized_principal
-from service.metrics import ServiceMetrics
-from service.settings import Settings
+from ranktune.service.auth import AuthMemo, Principal, Scope, authenticate, memoized_principal
+from ranktune.service.metrics import ServiceMetrics
+from ranktune.service.settings import Settings
 
 log = logging.getLogger("ranktune.auth")
 bearer = HTTPBearer(auto_error=False, description="A token from `ranktune token create`")

@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from search.errors import RanktuneError
-from service.errors import ServiceError
-from service.schemas.common import ErrorResponse
+from ranktune.search.errors import RanktuneError
+from ranktune.service.errors import ServiceError
+from ranktune.service.schemas.common import ErrorResponse
 
 log = logging.getLogger("ranktune.api")
 

@@ -24,8 +24,8 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import DatabaseError
-from service.settings import Settings
+from ranktune.service.errors import DatabaseError
+from ranktune.service.settings import Settings
 
 WRITE_OPTION = "ranktune_write"
 

@@ -22,14 +22,14 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from service import engine
-from service.db.engine import begin_write
-from service.db.models import Base, Lease, Measurement, Search, Trial
-from service.db.repository.searches import lock_search
-from service.db.repository.trials import top_up
-from service.db.repository.workers import touch_worker, upsert_worker, worker_finished_trial
-from service.errors import Conflict, InvalidInput, NotFound
-from service.schemas.leases import (
+from ranktune.service import engine
+from ranktune.service.db.engine import begin_write
+from ranktune.service.db.models import Base, Lease, Measurement, Search, Trial
+from ranktune.service.db.repository.searches import lock_search
+from ranktune.service.db.repository.trials import top_up
+from ranktune.service.db.repository.workers import touch_worker, upsert_worker, worker_finished_trial
+from ranktune.service.errors import Conflict, InvalidInput, NotFound
+from ranktune.service.schemas.leases import (
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
@@ -38,7 +38,7 @@ from service.schemas.leases import (
     MeasurementIn,
     WorkerInfo,
 )
-from service.searching import stored_spec
+from ranktune.service.searching import stored_spec
 
 log = logging.getLogger("ranktune.leases")
 TRIALS = Base.metadata.tables["trials"]  # Core table: claims are plain SQL, no ORM bookkeeping

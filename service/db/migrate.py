@@ -16,12 +16,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.errors import DatabaseError
-from service.settings import Settings, redact_url
+from ranktune.service.errors import DatabaseError
+from ranktune.service.settings import Settings, redact_url
 
 
 def migrations_dir() -> Path:
-    import migrations
+    from ranktune import migrations
 
     return Path(migrations.__file__).parent
 
@@ -81,7 +81,7 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
 
 
 def upgrade_settings(settings: Settings) -> SchemaStatus:
-    from service.db.engine import make_engine
+    from ranktune.service.db.engine import make_engine
 
     engine = make_engine(settings)
     try:

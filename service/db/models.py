@@ -13,7 +13,7 @@ from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, MetaData, Str
 from sqlalchemy import UniqueConstraint as Unique
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service.db.types import UTCDateTime, utcnow
+from ranktune.service.db.types import UTCDateTime, utcnow
 
 SEARCH_STATES = ("running", "finished", "cancelled", "failed")
 TRIAL_STATES = ("queued", "running", "succeeded", "failed", "pruned", "cancelled")

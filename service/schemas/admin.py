@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from service.schemas.common import Name, PublicModel, StrictModel
+from ranktune.service.schemas.common import Name, PublicModel, StrictModel
 
 Role = Literal["admin", "user", "worker"]
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from service.schemas.common import FiniteJson, Name, PublicModel, StrictModel
-from service.schemas.searches import TrialPublic
+from ranktune.service.schemas.common import FiniteJson, Name, PublicModel, StrictModel
+from ranktune.service.schemas.searches import TrialPublic
 
 Attempt = Annotated[int, Field(ge=1, le=1_000)]
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from service.schemas.common import PublicModel
+from ranktune.service.schemas.common import PublicModel
 
 SearchState = Literal["running", "finished", "cancelled", "failed"]
 TrialState = Literal["queued", "running", "succeeded", "failed", "pruned", "cancelled"]

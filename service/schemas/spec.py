@@ -7,11 +7,11 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from search.errors import GridError
-from search.grid import DEFAULT_GRID, RankGrid
-from search.sites import Tower
-from search.strategies import strategy_names
-from service.schemas.common import FiniteJson, Name, StrictModel
+from ranktune.search.errors import GridError
+from ranktune.search.grid import DEFAULT_GRID, RankGrid
+from ranktune.search.sites import Tower
+from ranktune.search.strategies import strategy_names
+from ranktune.service.schemas.common import FiniteJson, Name, StrictModel
 
 Spec = Annotated[str, Field(min_length=1, max_length=500)]
 

@@ -11,9 +11,10 @@ import pytest
 
 from bench import proxy_fidelity as fidelity_bench
 from bench.proxy_fidelity import Variant, fidelity
-from bench.search_quality import Config, TaskBench
+from bench.search_quality_bench import TaskBench
+from bench.search_quality_common import Config
 from bench.search_quality_runs import RunStore
-from search.schedule import RankSchedule
+from ranktune.search.schedule import RankSchedule
 
 
 def test_a_variant_is_parsed_from_its_flag() -> None:

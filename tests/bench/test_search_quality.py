@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import search_quality as bench
+from bench import search_quality_common as common
 from bench import search_quality_report as report
 
 pytestmark = pytest.mark.slow
@@ -52,8 +53,8 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     assert (pairs["schedules"], pairs["extra_schedules"], pairs["spearman"]) == (2, 0, None)
     adalora = task["adalora"]
     assert adalora["confirmed"]["n"] == 1 and fraction(adalora["confirmed"]["mean"])
-    assert 0 < adalora["final_rank_sum"] <= bench.ADALORA_INIT_R * 54
-    sites = bench.make_space(*bench.TASKS["tiny-vlm"]).sites
+    assert 0 < adalora["final_rank_sum"] <= common.ADALORA_INIT_R * 54
+    sites = common.make_space(*common.TASKS["tiny-vlm"]).sites
     assert set(adalora["final_ranks"]) == {site.name for site in sites}  # AdaLoRA on every site
     assert task["runs"] == 5  # 2 proxy trials, uniform and trial 1 confirmed, AdaLoRA
     lines = store.read_text().splitlines()

@@ -57,7 +57,8 @@ def test_runs_known_before_training_are_listed_once() -> None:
     """Trial 0 of every search and every trial of a history-free strategy, deduplicated: uniform with
     search seed 0 trains proxy seeds 0-2 and with seed 1 seeds 1-3 (2 in common); random's trial 0 and
     tpe's are uniform with seed 0 again; tpe's later trials depend on results, so none is listed."""
-    from bench.search_quality import Config, TaskBench
+    from bench.search_quality_bench import TaskBench
+    from bench.search_quality_common import Config
 
     bench = TaskBench("tiny-vlm", Config(tasks=("tiny-vlm",), trials=3), progress=False)
     runs = bench.history_free_runs([("uniform", 0), ("uniform", 1), ("random", 0), ("tpe", 0)])

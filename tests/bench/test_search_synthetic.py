@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from bench import search_synthetic as bench
-from search.strategies import ModelSettings
+from ranktune.search.strategies import ModelSettings
 
 
 def test_variants_parse_into_perfmodel_settings() -> None:

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.app import create_app
-from service.db.repository.tokens import create_token
+from ranktune.service.app import create_app
+from ranktune.service.db.repository.tokens import create_token
 from tests.service.api import Api, make_settings
 from tests.service.databases import SqliteDatabases
 from tests.service.server import LiveServer

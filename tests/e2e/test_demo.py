@@ -13,9 +13,9 @@ from rich.console import Console
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from search.schedule import RankSchedule
-from service.db.models import Trial
-from service.demo import DEMO_SPEC, run_demo
+from ranktune.search.schedule import RankSchedule
+from ranktune.service.db.models import Trial
+from ranktune.service.demo import DEMO_SPEC, run_demo
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.worker.loop import dynamic_steps
+from ranktune.trainer.worker.loop import dynamic_steps
 
 
 def test_dynamic_steps_fall_inside_training() -> None:

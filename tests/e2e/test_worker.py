@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from service.app import create_app
-from service.db.models import Lease
+from ranktune.service.app import create_app
+from ranktune.service.db.models import Lease
+from ranktune.trainer.worker.spool import Spool
 from tests.service.api import make_settings, spec
 from tests.service.databases import PostgresDatabases, migrate, postgres_available
 from tests.service.server import LiveServer
-from trainer.worker.spool import Spool
 
 RANKTUNE = str(Path(sys.executable).parent / "ranktune")
 TINY_PROXY = {"steps": 6, "lr": 0.001, "batch_size": 8, "seed": 0, "eval_every": 3}

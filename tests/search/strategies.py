@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from search.grid import RankGrid
-from search.sites import AdapterSite
+from ranktune.search.grid import RankGrid
+from ranktune.search.sites import AdapterSite
 
 KINDS = {
     "vision": ("q", "k", "v", "o", "fc1", "fc2"),

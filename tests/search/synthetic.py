@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.schedule import Budget, RankSchedule
-from search.sites import AdapterSite
-from search.space import HierarchicalSpace
-from search.strategies import Proposer, SearchContext, TrialRecord, propose_next
+from ranktune.search.schedule import Budget, RankSchedule
+from ranktune.search.sites import AdapterSite
+from ranktune.search.space import HierarchicalSpace
+from ranktune.search.strategies import Proposer, SearchContext, TrialRecord, propose_next
 
 KINDS = {"vision": ("q", "k", "v", "o", "fc1", "fc2"), "language": ("q", "k", "v", "o", "gate", "up", "down")}
 

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from search.engine import PerfModelProposer, TpeProposer, fit_model
-from search.features import Featurizer
-from search.perfmodel import ModelOptions, PerformanceModel, acquisition, cross_validate, spearman
-from search.strategies import ModelSettings, PriorTrial, TrialRecord, get_proposer, propose_next
+from ranktune.search.engine import PerfModelProposer, TpeProposer, fit_model
+from ranktune.search.features import Featurizer
+from ranktune.search.perfmodel import ModelOptions, PerformanceModel, acquisition, cross_validate, spearman
+from ranktune.search.strategies import ModelSettings, PriorTrial, TrialRecord, get_proposer, propose_next
 from tests.search.synthetic import context, objective, run_search
 
 

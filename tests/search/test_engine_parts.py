@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from search.confirm import SEED_OFFSET, plan, summarize
-from search.dynamic import reallocate
-from search.pruning import FinishedCurve, PrunerSettings, should_prune
-from search.strategies import TrialRecord
+from ranktune.search.confirm import SEED_OFFSET, plan, summarize
+from ranktune.search.dynamic import reallocate
+from ranktune.search.pruning import FinishedCurve, PrunerSettings, should_prune
+from ranktune.search.strategies import TrialRecord
 from tests.search.synthetic import context
 
 DONE = [

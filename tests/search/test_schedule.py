@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from search.errors import GridError, ScheduleError
-from search.grid import RankGrid
-from search.schedule import AlphaRule, Budget, RankSchedule
-from search.sites import AdapterSite
+from ranktune.search.errors import GridError, ScheduleError
+from ranktune.search.grid import RankGrid
+from ranktune.search.schedule import AlphaRule, Budget, RankSchedule
+from ranktune.search.sites import AdapterSite
 
 SITES = (
     AdapterSite("m.layers.0.q_proj", "language", 0, "q", 32, 32),

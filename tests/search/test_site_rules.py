@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from search.sites import SiteHeuristicWarning, build_sites, classify_module
+from ranktune.search.sites import SiteHeuristicWarning, build_sites, classify_module
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from search.errors import BudgetError, ScheduleError
-from search.grid import RankGrid
-from search.schedule import Budget
-from search.sites import AdapterSite
-from search.space import HierarchicalSpace
+from ranktune.search.errors import BudgetError, ScheduleError
+from ranktune.search.grid import RankGrid
+from ranktune.search.schedule import Budget
+from ranktune.search.sites import AdapterSite
+from ranktune.search.space import HierarchicalSpace
 
 LLAMA_KINDS = [("q", 1024, 1024), ("k", 1024, 256), ("v", 1024, 256), ("o", 1024, 1024),
                ("gate", 1024, 2816), ("up", 1024, 2816), ("down", 2816, 1024)]  # fmt: skip

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from search.errors import BudgetError
-from search.schedule import BUDGET_FLOOR, Budget, RankSchedule
-from search.space import HierarchicalSpace
+from ranktune.search.errors import BudgetError
+from ranktune.search.schedule import BUDGET_FLOOR, Budget, RankSchedule
+from ranktune.search.space import HierarchicalSpace
 from tests.search.strategies import grids, site_lists, vectors
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
-from service.settings import Settings
+from ranktune.service.settings import Settings
 
 SPEC: dict[str, Any] = {
     "name": "demo",

@@ -8,8 +8,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from ranktune.service.app import create_app
+from ranktune.service.settings import Settings
 from tests.service.api import Api, make_settings
 from tests.service.databases import PostgresDatabases, SqliteDatabases, postgres_available
 

@@ -14,10 +14,10 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from service.db.engine import make_engine
-from service.db.migrate import upgrade_settings
-from service.db.models import Base
-from service.settings import Settings
+from ranktune.service.db.engine import make_engine
+from ranktune.service.db.migrate import upgrade_settings
+from ranktune.service.db.models import Base
+from ranktune.service.settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "RANKTUNE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

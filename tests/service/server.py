@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from service.embedded import EmbeddedServer as LiveServer
+from ranktune.service.embedded import EmbeddedServer as LiveServer
 
 __all__ = ["LiveServer"]

@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service.app import create_app
-from service.db.models import ApiToken
-from service.db.repository.tokens import create_token, revoke_token
+from ranktune.service.app import create_app
+from ranktune.service.db.models import ApiToken
+from ranktune.service.db.repository.tokens import create_token, revoke_token
 from tests.service.api import WORKER, Api, make_settings, spec
 
 LEASE = "00000000-0000-0000-0000-000000000000"

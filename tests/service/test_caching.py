@@ -23,14 +23,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, text, update
 
-from service.app import create_app
-from service.db.engine import make_engine
-from service.db.models import ApiToken
-from service.db.repository.tokens import create_token
-from service.db.types import utcnow
-from service.memo import JsonMemo, TtlMemo
-from service.schemas.spec import SearchCreate
-from service.searching import prepare_search, stored_space, stored_spec
+from ranktune.service.app import create_app
+from ranktune.service.db.engine import make_engine
+from ranktune.service.db.models import ApiToken
+from ranktune.service.db.repository.tokens import create_token
+from ranktune.service.db.types import utcnow
+from ranktune.service.memo import JsonMemo, TtlMemo
+from ranktune.service.schemas.spec import SearchCreate
+from ranktune.service.searching import prepare_search, stored_space, stored_spec
 from tests.service.api import WORKER, Api, make_settings, spec
 from tests.service.databases import PostgresDatabases, SqliteDatabases
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from search.schedule import RankSchedule
-from service.cli import app
+from ranktune.search.schedule import RankSchedule
+from ranktune.service.cli import app
 
 runner = CliRunner()
 RANKTUNE = str(Path(sys.executable).parent / "ranktune")

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service.app import create_app
-from service.cli import app
+from ranktune.service.app import create_app
+from ranktune.service.cli import app
 from tests.service.api import WORKER, make_settings
 
 RANKTUNE = str(Path(sys.executable).parent / "ranktune")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from service.cli import app
+from ranktune.service.cli import app
 
 runner = CliRunner()
 BASE = ["train", "--model", "builtin:tiny-vlm", "--task", "builtin:digits-vqa", "--device", "cpu"]
@@ -20,7 +20,7 @@ BASE = ["train", "--model", "builtin:tiny-vlm", "--task", "builtin:digits-vqa", 
 def test_train_writes_an_adapter_peft_loads(tmp_path: Path, method: str) -> None:
     from peft import PeftModel
 
-    from trainer.tasks.registry import load_task
+    from ranktune.trainer.tasks.registry import load_task
 
     out = tmp_path / "adapter"
     result = runner.invoke(app, [*BASE, "--uniform-rank", "4", "--steps", "4", "--batch-size", "8",

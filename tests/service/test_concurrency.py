@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from ranktune.service.app import create_app
+from ranktune.service.settings import Settings
 from tests.service.api import WORKER, spec
 from tests.service.server import LiveServer
 

@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.api.routes.dashboard import ASSETS, OWN_ASSETS, PLOTLY_JS, plotly_js_path
-from service.app import create_app
-from service.db.repository.tokens import create_token
+from ranktune.service.api.routes.dashboard import ASSETS, OWN_ASSETS, PLOTLY_JS, plotly_js_path
+from ranktune.service.app import create_app
+from ranktune.service.db.repository.tokens import create_token
 from tests.service.api import Api, make_settings
 from tests.service.databases import SqliteDatabases
 

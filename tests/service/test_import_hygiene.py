@@ -7,12 +7,17 @@ import sys
 
 import pytest
 
+HEAVY = ("torch", "transformers", "peft", "ranktune.trainer")
 
-@pytest.mark.parametrize("module", ["service.app", "service.cli", "service.server", "service.db.leases"])
+
+@pytest.mark.parametrize(
+    "module",
+    ["ranktune.service.app", "ranktune.service.cli", "ranktune.service.server", "ranktune.service.db.leases"],
+)
 def test_importing_the_service_loads_no_torch(module: str) -> None:
     code = (
         f"import sys, {module}; "
-        "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'trainer') if m in sys.modules); "
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules); "
         "print(','.join(heavy))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

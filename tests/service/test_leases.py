@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from search.schedule import RankSchedule
-from service.db import leases
-from service.db.models import Lease, Measurement, Trial
-from service.db.types import utcnow
+from ranktune.search.schedule import RankSchedule
+from ranktune.service.db import leases
+from ranktune.service.db.models import Lease, Measurement, Trial
+from ranktune.service.db.types import utcnow
 from tests.service.api import SPEC, Api
 
 

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.db.models import Lease, Trial
-from service.db.types import utcnow
-from service.logs import JsonFormatter, KeyValueFormatter
+from ranktune.service.app import create_app
+from ranktune.service.db.models import Lease, Trial
+from ranktune.service.db.types import utcnow
+from ranktune.service.logs import JsonFormatter, KeyValueFormatter
 from tests.service.api import Api, make_settings
 
 

@@ -12,12 +12,12 @@ from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, inspect, text
 
-from service.app import create_app
-from service.db.engine import make_engine
-from service.db.migrate import alembic_config, head_revision, schema_status, upgrade
-from service.db.models import Base
-from service.db.types import utcnow
-from service.settings import Settings
+from ranktune.service.app import create_app
+from ranktune.service.db.engine import make_engine
+from ranktune.service.db.migrate import alembic_config, head_revision, schema_status, upgrade
+from ranktune.service.db.models import Base
+from ranktune.service.db.types import utcnow
+from ranktune.service.settings import Settings
 from tests.service.api import make_settings
 from tests.service.conftest import databases_for
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import optuna
 import pytest
 
-from service import optuna_mirror
-from service.app import mirror_once
+from ranktune.service import optuna_mirror
+from ranktune.service.app import mirror_once
 from tests.service.api import Api
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from search.schedule import RankSchedule
+from ranktune.search.schedule import RankSchedule
 from tests.service.api import SPEC, Api
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from ranktune.service.app import create_app
 from tests.service.api import SPEC, Api, make_settings, spec
 from tests.service.conftest import BACKENDS, databases_for
 from tests.service.databases import row_counts

@@ -6,11 +6,11 @@ from typing import ClassVar
 
 import pytest
 
-from search.errors import RanktuneError
-from search.schedule import Budget
-from search.sites import AdapterSite
-from search.space import HierarchicalSpace
-from search.strategies import (
+from ranktune.search.errors import RanktuneError
+from ranktune.search.schedule import Budget
+from ranktune.search.sites import AdapterSite
+from ranktune.search.space import HierarchicalSpace
+from ranktune.search.strategies import (
     PROPOSERS,
     Proposal,
     Proposer,

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def pretrained_tiny_vlm_dir() -> Path:
     """The full pretraining recipe in the default cache (about a minute the first time, then cached)."""
-    from trainer.builtin.pretrain import cache_path, load_tiny_vlm
+    from ranktune.trainer.builtin.pretrain import cache_path, load_tiny_vlm
 
     load_tiny_vlm()
     return cache_path()
@@ -18,6 +18,6 @@ def pretrained_tiny_vlm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def digits_task(pretrained_tiny_vlm_dir: Path):
-    from trainer.tasks.digits_vqa import DigitsVQATask
+    from ranktune.trainer.tasks.digits_vqa import DigitsVQATask
 
     return DigitsVQATask()

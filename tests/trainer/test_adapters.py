@@ -9,16 +9,22 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from search.grid import RankGrid
-from search.schedule import AlphaRule, Budget, RankSchedule
-from search.space import HierarchicalSpace
+from ranktune.search.grid import RankGrid
+from ranktune.search.schedule import AlphaRule, Budget, RankSchedule
+from ranktune.search.space import HierarchicalSpace
+from ranktune.trainer.adapters import (
+    AdapterMethod,
+    DMLoraOptions,
+    inject_adapters,
+    merge_adapters,
+    unmerge_adapters,
+)
+from ranktune.trainer.adapters.dmlora import DMLoraLinear
+from ranktune.trainer.adapters.export import save_peft_adapter
+from ranktune.trainer.adapters.inject import adapter_layers
+from ranktune.trainer.errors import TrainingError
+from ranktune.trainer.sites import discover_sites
 from tests.tiny_models import TINY_MODELS
-from trainer.adapters import AdapterMethod, DMLoraOptions, inject_adapters, merge_adapters, unmerge_adapters
-from trainer.adapters.dmlora import DMLoraLinear
-from trainer.adapters.export import save_peft_adapter
-from trainer.adapters.inject import adapter_layers
-from trainer.errors import TrainingError
-from trainer.sites import discover_sites
 
 GRID = RankGrid((0, 2, 4, 6, 8, 12, 16))
 MODELS = ["llava", "llama", "bert", "vit", "qwen2_vl"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.schedule import RankSchedule
+from ranktune.search.schedule import RankSchedule
+from ranktune.trainer.adapters import AdapterMethod, DMLoraOptions, inject_adapters, merge_adapters
+from ranktune.trainer.sites import discover_sites
 from tests.tiny_models import TINY_MODELS
-from trainer.adapters import AdapterMethod, DMLoraOptions, inject_adapters, merge_adapters
-from trainer.sites import discover_sites
 
 pytestmark = pytest.mark.gpu
 

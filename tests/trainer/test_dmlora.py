@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from search.schedule import AlphaRule
-from search.sites import AdapterSite
-from trainer.adapters import AdapterMethod, DMLoraOptions
-from trainer.adapters.dmlora import DMLoraController, DMLoraLinear
-from trainer.errors import MethodError
+from ranktune.search.schedule import AlphaRule
+from ranktune.search.sites import AdapterSite
+from ranktune.trainer.adapters import AdapterMethod, DMLoraOptions
+from ranktune.trainer.adapters.dmlora import DMLoraController, DMLoraLinear
+from ranktune.trainer.errors import MethodError
 
 SITE = AdapterSite("proj", "language", 0, "q", 16, 16)
 

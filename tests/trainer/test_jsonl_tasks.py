@@ -12,9 +12,9 @@ import torch
 import transformers as T
 from PIL import Image
 
-from trainer.builtin.mnist import load_digits
-from trainer.builtin.pretrain import is_tiny_vlm_dir
-from trainer.builtin.tiny_vlm import (
+from ranktune.trainer.builtin.mnist import load_digits
+from ranktune.trainer.builtin.pretrain import is_tiny_vlm_dir
+from ranktune.trainer.builtin.tiny_vlm import (
     DIGIT_WORDS,
     EOS_ID,
     IMAGE_ID,
@@ -22,11 +22,11 @@ from trainer.builtin.tiny_vlm import (
     tiny_vlm_config,
     tiny_vlm_tokenizer,
 )
-from trainer.errors import TaskError
-from trainer.models import minilm_dir
-from trainer.tasks.jsonl import JsonlClassificationTask, read_dataset
-from trainer.tasks.jsonl_vqa import JsonlProcessorVQATask, JsonlTinyVQATask
-from trainer.tasks.registry import load_task
+from ranktune.trainer.errors import TaskError
+from ranktune.trainer.models import minilm_dir
+from ranktune.trainer.tasks.jsonl import JsonlClassificationTask, read_dataset
+from ranktune.trainer.tasks.jsonl_vqa import JsonlProcessorVQATask, JsonlTinyVQATask
+from ranktune.trainer.tasks.registry import load_task
 
 TOPICS = {
     "sports": ["the striker scored", "our team won the cup"],

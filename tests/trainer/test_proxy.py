@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.grid import RankGrid
-from search.schedule import Budget, RankSchedule
-from search.space import HierarchicalSpace
-from trainer.adapters import AdapterMethod, DMLoraOptions
-from trainer.adapters.inject import adapter_layers
-from trainer.errors import TrainingError
-from trainer.proxy import Checkpoint, ProxySettings, Resize, Stop, proxy_finetune
-from trainer.sites import sites_of_model
-from trainer.tasks.registry import load_task
+from ranktune.search.grid import RankGrid
+from ranktune.search.schedule import Budget, RankSchedule
+from ranktune.search.space import HierarchicalSpace
+from ranktune.trainer.adapters import AdapterMethod, DMLoraOptions
+from ranktune.trainer.adapters.inject import adapter_layers
+from ranktune.trainer.errors import TrainingError
+from ranktune.trainer.proxy import Checkpoint, ProxySettings, Resize, Stop, proxy_finetune
+from ranktune.trainer.sites import sites_of_model
+from ranktune.trainer.tasks.registry import load_task
 
 GRID = RankGrid((0, 2, 4, 8, 16))
 
@@ -110,8 +110,8 @@ def test_invalid_settings_name_the_field() -> None:
 
 
 def test_schedule_of_another_model_is_refused(task) -> None:
+    from ranktune.trainer.sites import discover_sites
     from tests.tiny_models import TINY_MODELS
-    from trainer.sites import discover_sites
 
     foreign = RankSchedule.uniform(discover_sites(TINY_MODELS["bert"]()), 2)
     with pytest.raises(TrainingError, match="not a module of this model"):

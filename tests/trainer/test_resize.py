@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from search.schedule import AlphaRule, RankSchedule
-from search.sites import AdapterSite
-from trainer.adapters import AdapterMethod, DMLoraOptions
-from trainer.adapters.dmlora import DMLoraLinear
-from trainer.adapters.inject import adapter_layers, apply_resizes, inject_adapters, resize_adapters
-from trainer.adapters.layer import AdapterLayer
-from trainer.adapters.lora import LoraLinear
+from ranktune.search.schedule import AlphaRule, RankSchedule
+from ranktune.search.sites import AdapterSite
+from ranktune.trainer.adapters import AdapterMethod, DMLoraOptions
+from ranktune.trainer.adapters.dmlora import DMLoraLinear
+from ranktune.trainer.adapters.inject import adapter_layers, apply_resizes, inject_adapters, resize_adapters
+from ranktune.trainer.adapters.layer import AdapterLayer
+from ranktune.trainer.adapters.lora import LoraLinear
 
 SITE = AdapterSite("proj", "language", 0, "q", 24, 20)
 ALPHAS = [AlphaRule("ratio", 2.0), AlphaRule("rslora", 4.0)]

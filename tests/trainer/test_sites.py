@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from search.sites import SiteHeuristicWarning
+from ranktune.search.sites import SiteHeuristicWarning
+from ranktune.trainer.sites import discover_sites
 from tests.tiny_models import TINY_MODELS
-from trainer.sites import discover_sites
 
 # tower → number of sites, and the kinds found there
 EXPECTED = {
@@ -78,7 +78,7 @@ def test_layer_indices_cover_every_layer() -> None:
 def test_builtin_tiny_vlm_is_small_and_fully_sited() -> None:
     from transformers import LlavaForConditionalGeneration
 
-    from trainer.builtin.tiny_vlm import tiny_vlm_config
+    from ranktune.trainer.builtin.tiny_vlm import tiny_vlm_config
 
     model = LlavaForConditionalGeneration(tiny_vlm_config())
     assert sum(p.numel() for p in model.parameters()) <= 5_000_000
@@ -112,7 +112,7 @@ def test_unknown_module_tree_falls_back_with_a_warning() -> None:
 
 @pytest.mark.parametrize("spec", ["builtin:nope", "/no/such/dir", "no-such-org/no-such-model"])
 def test_unresolvable_models_name_the_model_field(spec: str) -> None:
-    from search.errors import SiteError
+    from ranktune.search.errors import SiteError
 
     with pytest.raises(SiteError, match="model"):
         discover_sites(spec)
@@ -123,8 +123,8 @@ def test_planning_a_500_site_model_takes_under_a_second() -> None:
 
     import transformers as T
 
-    from search.schedule import Budget
-    from search.space import HierarchicalSpace
+    from ranktune.search.schedule import Budget
+    from ranktune.search.space import HierarchicalSpace
 
     config = T.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=72,
                            num_attention_heads=32, num_key_value_heads=8, vocab_size=32000)  # fmt: skip

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.builtin.mnist import pool_indices
-from trainer.builtin.tiny_vlm import DIGIT_WORDS, EOS_ID, IMAGE_ID, IMAGE_TOKENS, PAD_ID, VOCABULARY
-from trainer.errors import TaskError
-from trainer.tasks import minilm_topics
-from trainer.tasks.base import evaluating, tensor_batches
-from trainer.tasks.digits_vqa import QUESTIONS_PER_IMAGE, DigitsVQATask
-from trainer.tasks.minilm_topics import LABELS, MiniLMTopicsTask
-from trainer.tasks.registry import load_task
-from trainer.tasks.vqa import rows_exactly_right
+from ranktune.trainer.builtin.mnist import pool_indices
+from ranktune.trainer.builtin.tiny_vlm import DIGIT_WORDS, EOS_ID, IMAGE_ID, IMAGE_TOKENS, PAD_ID, VOCABULARY
+from ranktune.trainer.errors import TaskError
+from ranktune.trainer.tasks import minilm_topics
+from ranktune.trainer.tasks.base import evaluating, tensor_batches
+from ranktune.trainer.tasks.digits_vqa import QUESTIONS_PER_IMAGE, DigitsVQATask
+from ranktune.trainer.tasks.minilm_topics import LABELS, MiniLMTopicsTask
+from ranktune.trainer.tasks.registry import load_task
+from ranktune.trainer.tasks.vqa import rows_exactly_right
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -63,7 +63,7 @@ def test_digits_vqa_images_were_never_pretrained_on(digits_task: DigitsVQATask) 
 
 
 def test_digits_vqa_questions_are_deterministic_and_correct(digits_task: DigitsVQATask) -> None:
-    from trainer.builtin.mnist import load_digits
+    from ranktune.trainer.builtin.mnist import load_digits
 
     assert DigitsVQATask().questions("val") == digits_task.questions("val")
     labels = load_digits("val").labels

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from trainer.builtin.tiny_vlm import (
+from ranktune.trainer.builtin.tiny_vlm import (
     BOS_ID,
     EOS_ID,
     IMAGE_ID,

@@ -7,8 +7,8 @@
 - ``export``: write a PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``).
 """
 
-from trainer.adapters.inject import adapter_layers, inject_adapters, merge_adapters, unmerge_adapters
-from trainer.adapters.options import AdapterMethod, DMLoraOptions
+from ranktune.trainer.adapters.inject import adapter_layers, inject_adapters, merge_adapters, unmerge_adapters
+from ranktune.trainer.adapters.options import AdapterMethod, DMLoraOptions
 
 __all__ = [
     "AdapterMethod",

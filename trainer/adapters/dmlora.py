@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search.schedule import AlphaRule
-from search.sites import AdapterSite
-from trainer.adapters.layer import (
+from ranktune.search.schedule import AlphaRule
+from ranktune.search.sites import AdapterSite
+from ranktune.trainer.adapters.layer import (
     AdapterLayer,
     ResizedParameter,
     init_down,
@@ -24,7 +24,7 @@ from trainer.adapters.layer import (
     reset_state,
     truncated_factors,
 )
-from trainer.adapters.options import DMLoraOptions
+from ranktune.trainer.adapters.options import DMLoraOptions
 
 
 def split_rank(rank: int, parts: int) -> list[int]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search.peft_format import to_peft_config
-from search.schedule import RankSchedule
-from trainer.adapters.inject import adapter_layers, effective_schedule
+from ranktune.search.peft_format import to_peft_config
+from ranktune.search.schedule import RankSchedule
+from ranktune.trainer.adapters.inject import adapter_layers, effective_schedule
 
 
 @torch.no_grad()

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from search.schedule import RankSchedule
-from search.sites import AdapterSite
-from trainer.adapters.dmlora import DMLoraLinear
-from trainer.adapters.layer import AdapterLayer, ResizedParameter
-from trainer.adapters.lora import LoraLinear
-from trainer.adapters.options import AdapterMethod
-from trainer.errors import TrainingError
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.sites import AdapterSite
+from ranktune.trainer.adapters.dmlora import DMLoraLinear
+from ranktune.trainer.adapters.layer import AdapterLayer, ResizedParameter
+from ranktune.trainer.adapters.lora import LoraLinear
+from ranktune.trainer.adapters.options import AdapterMethod
+from ranktune.trainer.errors import TrainingError
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:

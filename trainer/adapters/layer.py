@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from search.schedule import AlphaRule
-from search.sites import AdapterSite
+from ranktune.search.schedule import AlphaRule
+from ranktune.search.sites import AdapterSite
 
 # How an optimizer-state tensor of a resized parameter becomes one of the new shape.
 StateTransform = Callable[[torch.Tensor], torch.Tensor]

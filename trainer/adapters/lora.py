@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search.schedule import AlphaRule
-from search.sites import AdapterSite
-from trainer.adapters.layer import (
+from ranktune.search.schedule import AlphaRule
+from ranktune.search.sites import AdapterSite
+from ranktune.trainer.adapters.layer import (
     AdapterLayer,
     ResizedParameter,
     init_down,

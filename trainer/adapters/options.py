@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from trainer.errors import MethodError
+from ranktune.trainer.errors import MethodError
 
 
 def _fraction(name: str, value: float) -> None:

@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.errors import SiteError
-from trainer.builtin.mnist import load_digits
-from trainer.builtin.tiny_vlm import (
+from ranktune.search.errors import SiteError
+from ranktune.trainer.builtin.mnist import load_digits
+from ranktune.trainer.builtin.tiny_vlm import (
     BOS_ID,
     DIGIT_WORDS,
     EOS_ID,
@@ -49,7 +49,7 @@ from trainer.builtin.tiny_vlm import (
     tiny_vlm_config,
     tiny_vlm_tokenizer,
 )
-from trainer.cache import cache_dir
+from ranktune.trainer.cache import cache_dir
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from trainer.tasks.base import Batch, Split, Task, evaluating, model_device, tensor_batches, to_device
+from ranktune.trainer.tasks.base import (
+    Batch,
+    Split,
+    Task,
+    evaluating,
+    model_device,
+    tensor_batches,
+    to_device,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +37,7 @@ def load_encoder(model_dir: Path) -> nn.Module:
     """``AutoModel`` from a local directory in fp32; never touches the network."""
     from transformers import AutoModel
 
-    from trainer.builtin.pretrain import quiet_transformers
+    from ranktune.trainer.builtin.pretrain import quiet_transformers
 
     with quiet_transformers():
         return AutoModel.from_pretrained(model_dir, local_files_only=True, dtype="float32")  # type: ignore[no-any-return]
@@ -142,7 +150,7 @@ class BuiltinTextTask(TextClassificationTask):
 
     def __init__(self, model_dir: str | Path | None = None) -> None:
         """``model_dir``: another local encoder directory to use instead of the bundled MiniLM."""
-        from trainer.models import minilm_dir
+        from ranktune.trainer.models import minilm_dir
 
         super().__init__(Path(model_dir) if model_dir is not None else minilm_dir(), self.labels)
         self._examples: dict[Split, tuple[list[str], list[int]]] | None = None

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from trainer.builtin.mnist import load_digits
-from trainer.builtin.tiny_vlm import DIGIT_WORDS, VOCABULARY
-from trainer.tasks.base import Batch, Split, Task, tensor_batches
-from trainer.tasks.vqa import exact_match, qa_loss, tiny_vlm_qa_tensors
+from ranktune.trainer.builtin.mnist import load_digits
+from ranktune.trainer.builtin.tiny_vlm import DIGIT_WORDS, VOCABULARY
+from ranktune.trainer.tasks.base import Batch, Split, Task, tensor_batches
+from ranktune.trainer.tasks.vqa import exact_match, qa_loss, tiny_vlm_qa_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +119,7 @@ class DigitsVQATask(Task):
         return self._tensors[split]
 
     def build_model(self) -> nn.Module:
-        from trainer.builtin.pretrain import frozen_tiny_vlm
+        from ranktune.trainer.builtin.pretrain import frozen_tiny_vlm
 
         return frozen_tiny_vlm(self.model_dir)
 

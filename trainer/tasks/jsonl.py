@@ -19,15 +19,15 @@ has a ``vision_config`` takes VQA data, any other takes classification data. Mal
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 
-from trainer.errors import TaskError
-from trainer.tasks.base import SPLITS, Split, Task
-from trainer.tasks.classification import TextClassificationTask
+from ranktune.trainer.errors import TaskError
+from ranktune.trainer.tasks.base import SPLITS, Split, Task
+from ranktune.trainer.tasks.classification import TextClassificationTask
+from ranktune.trainer.tasks.jsonl_records import Record
 
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -37,23 +37,6 @@ KEYS: dict[Kind, tuple[str, ...]] = {
     "vqa": ("image", "question", "answer"),
     "classification": ("text", "label"),
 }
-
-
-@dataclass(frozen=True)
-class Record:
-    """One example with where it came from, so that every error can point at the line."""
-
-    file: Path
-    line: int
-    data: dict[str, str]
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}, line {self.line}"
-
-    def image_path(self) -> Path:
-        path = Path(self.data["image"]).expanduser()
-        return path if path.is_absolute() else self.file.parent / path
 
 
 def read_jsonl(path: Path) -> list[Record]:
@@ -180,6 +163,6 @@ def load_jsonl_task(spec: Path, model: str, model_dir: Path | None, *, is_vlm: b
     if kind == "classification":
         assert model_dir is not None
         return JsonlClassificationTask(model_dir, splits, spec)
-    from trainer.tasks.jsonl_vqa import vqa_task
+    from ranktune.trainer.tasks.jsonl_vqa import vqa_task
 
     return vqa_task(model, model_dir, splits, spec)

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from trainer.builtin.tiny_vlm import IMAGE_SIZE, IMAGE_TOKENS, UNK_ID, VOCABULARY
-from trainer.errors import TaskError
-from trainer.tasks.base import Batch, Split, Task, tensor_batches
-from trainer.tasks.jsonl import Record
-from trainer.tasks.vqa import IGNORE_INDEX, exact_match, qa_loss, tiny_vlm_qa_tensors
+from ranktune.trainer.builtin.tiny_vlm import IMAGE_SIZE, IMAGE_TOKENS, UNK_ID, VOCABULARY
+from ranktune.trainer.errors import TaskError
+from ranktune.trainer.tasks.base import Batch, Split, Task, tensor_batches
+from ranktune.trainer.tasks.jsonl_records import Record
+from ranktune.trainer.tasks.vqa import IGNORE_INDEX, exact_match, qa_loss, tiny_vlm_qa_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +98,7 @@ class JsonlTinyVQATask(Task):
         return tensors
 
     def build_model(self) -> nn.Module:
-        from trainer.builtin.pretrain import frozen_tiny_vlm
+        from ranktune.trainer.builtin.pretrain import frozen_tiny_vlm
 
         return frozen_tiny_vlm(self.model_dir)
 
@@ -168,7 +168,7 @@ class JsonlProcessorVQATask(Task):
     def build_model(self) -> nn.Module:
         from transformers import AutoModelForImageTextToText
 
-        from trainer.builtin.pretrain import quiet_transformers
+        from ranktune.trainer.builtin.pretrain import quiet_transformers
 
         with quiet_transformers():
             model = AutoModelForImageTextToText.from_pretrained(
@@ -197,7 +197,7 @@ class JsonlProcessorVQATask(Task):
 
 def vqa_task(model: str, model_dir: Path | None, splits: dict[Split, list[Record]], source: Path) -> Task:
     """The tiny-VLM path for ``builtin:tiny-vlm`` and its saved copies, the processor path otherwise."""
-    from trainer.builtin.pretrain import is_tiny_vlm_dir
+    from ranktune.trainer.builtin.pretrain import is_tiny_vlm_dir
 
     if model_dir is None or is_tiny_vlm_dir(model_dir):
         return JsonlTinyVQATask(model_dir, splits, source)

@@ -24,8 +24,8 @@ import inspect
 import re
 from typing import Any, ClassVar
 
-from trainer.tasks.base import Split
-from trainer.tasks.classification import BuiltinTextTask
+from ranktune.trainer.tasks.base import Split
+from ranktune.trainer.tasks.classification import BuiltinTextTask
 
 AREAS: dict[str, tuple[str, ...]] = {
     "files": ("os", "os.path", "pathlib", "shutil", "glob", "fnmatch", "tempfile", "filecmp", "io", "stat",

@@ -18,8 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from trainer.tasks.base import Split
-from trainer.tasks.classification import BuiltinTextTask
+from ranktune.trainer.tasks.base import Split
+from ranktune.trainer.tasks.classification import BuiltinTextTask
 
 DATA_SEED = 11
 SPLIT_SIZES: dict[Split, int] = {"train": 2000, "val": 400, "test": 400}

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.errors import TaskError
-from trainer.tasks.base import Task
+from ranktune.trainer.errors import TaskError
+from ranktune.trainer.tasks.base import Task
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -31,10 +31,10 @@ TINY_VLM, MINILM = "builtin:tiny-vlm", "builtin:minilm"
 
 def load_task(task: str, model: str) -> Task:
     """The task ``task`` fine-tuning ``model``; raises ``TaskError`` (field ``task`` or ``model``)."""
-    from trainer.tasks.digits_vqa import DigitsVQATask
-    from trainer.tasks.jsonl import load_jsonl_task
-    from trainer.tasks.minilm_stdlib import MiniLMStdlibTask
-    from trainer.tasks.minilm_topics import MiniLMTopicsTask
+    from ranktune.trainer.tasks.digits_vqa import DigitsVQATask
+    from ranktune.trainer.tasks.jsonl import load_jsonl_task
+    from ranktune.trainer.tasks.minilm_stdlib import MiniLMStdlibTask
+    from ranktune.trainer.tasks.minilm_topics import MiniLMTopicsTask
 
     text_tasks = {"builtin:minilm-topics": MiniLMTopicsTask, "builtin:minilm-stdlib": MiniLMStdlibTask}
     if task == "builtin:digits-vqa":
@@ -65,7 +65,7 @@ def load_task(task: str, model: str) -> Task:
 
 def resolve_model(model: str) -> tuple[Path | None, bool]:
     """A model spec as (local directory, is it a vision-language model); None is the built-in tiny VLM."""
-    from trainer.models import BUILTIN_MODELS, minilm_dir
+    from ranktune.trainer.models import BUILTIN_MODELS, minilm_dir
 
     if model == TINY_VLM:
         return None, True
@@ -107,7 +107,7 @@ def _is_vlm(config: PretrainedConfig) -> bool:
 
 
 def _is_tiny_vlm(model_dir: Path | None) -> bool:
-    from trainer.builtin.pretrain import is_tiny_vlm_dir
+    from ranktune.trainer.builtin.pretrain import is_tiny_vlm_dir
 
     return model_dir is not None and is_tiny_vlm_dir(model_dir)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from trainer.builtin.tiny_vlm import BOS_ID, EOS_ID, IMAGE_ID, IMAGE_TOKENS, PAD_ID
-from trainer.tasks.base import Batch, evaluating, model_device, to_device
+from ranktune.trainer.builtin.tiny_vlm import BOS_ID, EOS_ID, IMAGE_ID, IMAGE_TOKENS, PAD_ID
+from ranktune.trainer.tasks.base import Batch, evaluating, model_device, to_device
 
 if TYPE_CHECKING:
     import torch

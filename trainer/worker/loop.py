@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.errors import RanktuneError
-from search.schedule import RankSchedule
-from trainer.worker.client import LeaseClient, ServerRejected
-from trainer.worker.spool import Spool
+from ranktune.search.errors import RanktuneError
+from ranktune.search.schedule import RankSchedule
+from ranktune.trainer.worker.client import LeaseClient, ServerRejected
+from ranktune.trainer.worker.spool import Spool
 
 log = logging.getLogger("ranktune.worker")
 
@@ -104,7 +104,7 @@ def dynamic_steps(job: dict[str, Any]) -> tuple[int, ...]:
 
 class Worker:
     def __init__(self, options: WorkerOptions) -> None:
-        from trainer.cache import cache_dir
+        from ranktune.trainer.cache import cache_dir
 
         self.options = options
         self.preempted = False
@@ -125,7 +125,7 @@ class Worker:
         return {"name": self.options.name, "device": self._device_name(), "hostname": socket.gethostname()}
 
     def _device_name(self) -> str:
-        from trainer.proxy import resolve_device
+        from ranktune.trainer.proxy import resolve_device
 
         device = resolve_device(self.options.device)
         if device.type == "cuda":
@@ -170,7 +170,7 @@ class Worker:
         return 0
 
     def task_for(self, job: dict[str, Any]) -> Any:
-        from trainer.tasks.registry import load_task
+        from ranktune.trainer.tasks.registry import load_task
 
         key = (job["task"], job["model"])
         if key not in self._tasks:
@@ -178,8 +178,8 @@ class Worker:
         return self._tasks[key]
 
     def run_job(self, job: dict[str, Any]) -> None:
-        from trainer.adapters import AdapterMethod
-        from trainer.proxy import Checkpoint, ProxySettings, Resize, proxy_finetune
+        from ranktune.trainer.adapters import AdapterMethod
+        from ranktune.trainer.proxy import Checkpoint, ProxySettings, Resize, proxy_finetune
 
         lease, trial = job["lease_id"], job["trial_id"]
         log.info("action=claimed search=%s trial=%s attempt=%s worker=%s", job["search_id"], trial,

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import AdminPrincipal, SessionDep, UserPrincipal
-from service.api.errors import ERROR_RESPONSES
-from service.db.repository import tokens
-from service.db.repository.workers import list_workers
-from service.schemas.admin import TokenCreate, TokenCreated, TokenList, TokenPublic, WorkerList, WorkerPublic
+from ranktune.service.api.deps import AdminPrincipal, SessionDep, UserPrincipal
+from ranktune.service.api.errors import ERROR_RESPONSES
+from ranktune.service.db.repository import tokens
+from ranktune.service.db.repository.workers import list_workers
+from ranktune.service.schemas.admin import (
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenPublic,
+    WorkerList,
+    WorkerPublic,
+)
 
 router = APIRouter(responses=ERROR_RESPONSES)
 

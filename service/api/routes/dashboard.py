@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from service.errors import NotFound
+from ranktune.service.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 

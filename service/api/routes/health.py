@@ -7,11 +7,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.api.deps import MetricsDep, SessionDep
-from service.auth import any_active_token
-from service.db.migrate import current_revision
-from service.errors import DatabaseError
-from service.schemas.admin import Health
+from ranktune.service.api.deps import MetricsDep, SessionDep
+from ranktune.service.auth import any_active_token
+from ranktune.service.db.migrate import current_revision
+from ranktune.service.errors import DatabaseError
+from ranktune.service.schemas.admin import Health
 
 router = APIRouter(tags=["health"])
 

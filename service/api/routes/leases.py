@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from service.api.deps import MetricsDep, SessionDep, SettingsDep, WorkerPrincipal
-from service.api.errors import ERROR_RESPONSES
-from service.api.routes.searches import trial_public
-from service.db import leases
-from service.db.types import utcnow
-from service.schemas.leases import (
+from ranktune.service.api.deps import MetricsDep, SessionDep, SettingsDep, WorkerPrincipal
+from ranktune.service.api.errors import ERROR_RESPONSES
+from ranktune.service.api.routes.searches import trial_public
+from ranktune.service.db import leases
+from ranktune.service.db.types import utcnow
+from ranktune.service.schemas.leases import (
     ClaimRequest,
     CompleteRequest,
     FailRequest,

@@ -6,16 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from search.errors import RanktuneError
-from search.peft_format import to_peft_config
-from search.schedule import RankSchedule
-from service.api.deps import SessionDep, SettingsDep, UserPrincipal
-from service.api.errors import ERROR_RESPONSES
-from service.db.models import Search, Trial
-from service.db.repository import searches
-from service.db.repository.trials import best_trial, list_trials
-from service.errors import Conflict, NotFound
-from service.schemas.searches import (
+from ranktune.search.errors import RanktuneError
+from ranktune.search.peft_format import to_peft_config
+from ranktune.search.schedule import RankSchedule
+from ranktune.service.api.deps import SessionDep, SettingsDep, UserPrincipal
+from ranktune.service.api.errors import ERROR_RESPONSES
+from ranktune.service.db.models import Search, Trial
+from ranktune.service.db.repository import searches
+from ranktune.service.db.repository.trials import best_trial, list_trials
+from ranktune.service.errors import Conflict, NotFound
+from ranktune.service.schemas.searches import (
     BestTrial,
     Objective,
     PeftExport,
@@ -26,8 +26,8 @@ from service.schemas.searches import (
     TrialPublic,
     TrialState,
 )
-from service.schemas.spec import SearchCreate
-from service.searching import prepare_search, stored_spec
+from ranktune.service.schemas.spec import SearchCreate
+from ranktune.service.searching import prepare_search, stored_spec
 
 router = APIRouter(prefix="/searches", tags=["searches"], responses=ERROR_RESPONSES)
 

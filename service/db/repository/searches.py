@@ -8,13 +8,13 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.db.engine import begin_write
-from service.db.models import Lease, Search, Trial
-from service.db.repository.trials import best_objective, best_trial, top_up, trial_counts
-from service.db.types import utcnow
-from service.errors import Conflict, NotFound
-from service.schemas.searches import SearchPublic
-from service.searching import PreparedSearch
+from ranktune.service.db.engine import begin_write
+from ranktune.service.db.models import Lease, Search, Trial
+from ranktune.service.db.repository.trials import best_objective, best_trial, top_up, trial_counts
+from ranktune.service.db.types import utcnow
+from ranktune.service.errors import Conflict, NotFound
+from ranktune.service.schemas.searches import SearchPublic
+from ranktune.service.searching import PreparedSearch
 
 log = logging.getLogger("ranktune.searches")
 

@@ -6,11 +6,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.auth import hash_token, new_token
-from service.db.engine import begin_write
-from service.db.models import ROLES, ApiToken
-from service.db.types import utcnow
-from service.errors import Conflict, InvalidInput, NotFound
+from ranktune.service.auth import hash_token, new_token
+from ranktune.service.db.engine import begin_write
+from ranktune.service.db.models import ROLES, ApiToken
+from ranktune.service.db.types import utcnow
+from ranktune.service.errors import Conflict, InvalidInput, NotFound
 
 
 def create_token(session: Session, name: str, role: str) -> tuple[ApiToken, str]:

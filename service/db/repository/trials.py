@@ -14,15 +14,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from search import confirm
-from search.confirm import ConfirmRun
-from search.schedule import RankSchedule
-from search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
-from service.db.models import Search, Trial
-from service.errors import NotFound
-from service.schemas.searches import TrialCounts
-from service.schemas.spec import SearchCreate
-from service.searching import search_context, stored_space, stored_spec
+from ranktune.search import confirm
+from ranktune.search.confirm import ConfirmRun
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
+from ranktune.service.db.models import Search, Trial
+from ranktune.service.errors import NotFound
+from ranktune.service.schemas.searches import TrialCounts
+from ranktune.service.schemas.spec import SearchCreate
+from ranktune.service.searching import search_context, stored_space, stored_spec
 
 log = logging.getLogger("ranktune.trials")
 

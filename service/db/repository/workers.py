@@ -8,8 +8,8 @@ from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db.models import Worker
-from service.schemas.leases import WorkerInfo
+from ranktune.service.db.models import Worker
+from ranktune.service.schemas.leases import WorkerInfo
 
 
 def upsert_worker(session: Session, info: WorkerInfo, now: datetime, current_trial_id: int | None) -> int:

@@ -1,0 +1,270 @@
+"""One task of the search-quality bench: its fine-tunes (``Runner``, remembered in a ``RunStore``), its
+searches through the service's own proposer code, their confirmation runs, and the jobs the process
+pool runs (``--jobs``)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.search_quality_common import BUDGET_RANK, GRID, TASKS, Config, make_space, objective
+from bench.search_quality_runs import RunStore, in_pool, run_key
+from ranktune.search.confirm import SEED_OFFSET, ConfirmRun, plan
+from ranktune.search.schedule import RankSchedule
+from ranktune.search.space import HierarchicalSpace
+from ranktune.search.strategies import SearchContext, TrialRecord, get_proposer, propose_next
+
+
+@dataclass
+class Runner:
+    """One task's fine-tunes, remembered in a ``RunStore``: on CPU a run is bit-for-bit repeatable for
+    the same inputs, so a schedule already trained with the same seed, length and split (trial 0 of
+    every strategy of one seed, the first TPE trials perfmodel shares with tpe, anything a stopped run
+    of the bench finished) is not trained again."""
+
+    task: Any
+    config: Config
+    label: str  # model + task, part of every key
+    store: RunStore = field(default_factory=RunStore)
+    cache: dict[tuple[RankSchedule, int, int, str], float] = field(default_factory=dict)
+    runs: int = 0
+    seconds: float = 0.0
+    bar: Any = None  # the progress bar of the current loop: it shows the step of the run in progress
+    _used: set[str] = field(default_factory=set)
+
+    def key(self, **what: Any) -> str:
+        import torch
+
+        c = self.config
+        return run_key(bench=self.label, lr=c.lr, batch_size=c.batch_size, device=c.device,
+                       torch=torch.__version__, threads=torch.get_num_threads(), **what)  # fmt: skip
+
+    def lora_key(self, ranks: tuple[int, ...], seed: int, steps: int, split: str) -> str:
+        return self.key(method="lora", ranks=list(ranks), seed=seed, steps=steps, split=split)
+
+    def recall(self, key: str, train: Callable[[], tuple[float, float, dict[str, Any]]]) -> dict[str, Any]:
+        """The stored record of ``key``, trained (``train`` gives metric, seconds, extra) if missing."""
+        record = self.store.get(key)
+        if record is None:
+            metric, seconds, extra = train()
+            self.store.put(key, metric, seconds, extra)
+            record = self.store.records[key]
+        if key not in self._used:
+            self._used.add(key)
+            self.runs, self.seconds = self.runs + 1, self.seconds + float(record["wall_s"])
+        return record
+
+    def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str) -> float:
+        def train() -> tuple[float, float, dict[str, Any]]:
+            from ranktune.trainer.adapters import AdapterMethod
+            from ranktune.trainer.proxy import ProxySettings, proxy_finetune
+
+            c = self.config
+            settings = ProxySettings(steps=steps, lr=c.lr, batch_size=c.batch_size, seed=seed)
+            result = proxy_finetune(self.task, schedule, AdapterMethod("lora"), settings, device=c.device,
+                                    eval_split=split, on_step=self.show_step)  # fmt: skip
+            return result.metric, result.wall_time_s, {}
+
+        value = float(self.recall(self.lora_key(schedule.ranks, seed, steps, split), train)["metric"])
+        self.cache[(schedule, seed, steps, split)] = value
+        return value
+
+    def show_step(self, step: int, loss: float) -> None:
+        if self.bar is not None and step % 25 == 0:
+            self.bar.set_postfix_str(f"step {step} loss {loss:.3f}", refresh=True)
+
+
+def make_context(model: str, task: str, strategy: str, seed: int, config: Config,
+                 space: HierarchicalSpace) -> SearchContext:  # fmt: skip
+    """The proposer's context as the service builds it from a spec with default settings."""
+    from ranktune.service.schemas.spec import SearchCreate
+    from ranktune.service.searching import search_context
+
+    spec = SearchCreate.model_validate({
+        "name": f"bench-{strategy}-{seed}", "model": model, "task": task, "strategy": strategy,
+        "budget": {"rank": BUDGET_RANK}, "space": {"grid": list(GRID)}, "max_trials": config.trials,
+        "proxy": {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size, "seed": seed},
+    })  # fmt: skip
+    return search_context(spec, space)
+
+
+def run_search(runner: Runner, context: SearchContext, strategy: str, bar: Any) -> list[TrialRecord]:
+    """Trials one at a time; each proposer sees the succeeded trials before it (a fresh proposer per
+    proposal, as the service builds one per call)."""
+    history: list[TrialRecord] = []
+    for number in range(context.max_trials):
+        p = propose_next(get_proposer(strategy), context, number, tuple(history))
+        value = runner.metric(p.schedule, p.proxy_seed, runner.config.steps, "val")
+        history.append(TrialRecord(number, "succeeded", p.schedule, p.proxy_seed, value,
+                                   {context.metric: value}, p.vector))  # fmt: skip
+        bar.set_postfix(trial=number, val=f"{value:.3f}", best=f"{objective(proxy_best(history)):.3f}")
+        bar.update(1)
+    return history
+
+
+def proxy_best(history: Sequence[TrialRecord]) -> TrialRecord:
+    return max(history, key=lambda t: (objective(t), -t.number))
+
+
+def trials_to_reach(history: Sequence[TrialRecord], target: float) -> int | None:
+    """How many trials (trial 0 included) until the running best reached ``target``."""
+    best = -math.inf
+    for count, trial in enumerate(history, start=1):
+        best = max(best, objective(trial))
+        if best >= target:
+            return count
+    return None
+
+
+def spread_pick(candidates: dict[RankSchedule, float], k: int) -> list[RankSchedule]:
+    """``k`` schedules evenly spaced over the range of their proxy objectives."""
+    ordered = sorted(candidates, key=lambda s: (candidates[s], s.ranks))
+    if k <= 0 or not ordered:
+        return []
+    return [ordered[i] for i in np.unique(np.round(np.linspace(0, len(ordered) - 1, min(k, len(ordered)))))
+            .astype(int)]  # fmt: skip
+
+
+@dataclass
+class TaskBench:
+    """One task: its searches (strategy → search seed → history), then their confirmation runs."""
+
+    name: str
+    config: Config
+    progress: bool = True
+    store: RunStore = field(default_factory=RunStore)
+    jobs: int = 1  # >1: searches and confirmation runs train in this many spawned processes
+    threads: int = 1  # torch threads of each pool process
+    histories: dict[str, dict[int, list[TrialRecord]]] = field(default_factory=dict)
+    extra: list[RankSchedule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from ranktune.trainer.tasks.registry import load_task
+
+        self.model, self.task = TASKS[self.name]
+        self.runner = Runner(
+            load_task(self.task, self.model), self.config, f"{self.model}+{self.task}", self.store
+        )
+        self.space = make_space(self.model, self.task)
+        self.uniform = self.space.uniform()
+        self.seeds = list(range(self.config.seeds))
+
+    def bar(self, desc: str, total: int) -> Any:
+        from tqdm import tqdm
+
+        self.runner.bar = tqdm(
+            total=total, desc=f"{self.name} {desc}", file=sys.stderr, disable=not self.progress
+        )
+        return self.runner.bar
+
+    def search(self) -> None:
+        """Every (strategy, search seed) search; with ``jobs`` > 1 several at once, tpe before perfmodel
+        (perfmodel replays tpe's first trials from the store instead of training them again)."""
+        pairs = list(itertools.product(self.config.strategies, self.seeds))
+        if self.jobs > 1:
+            # Known before any training: trial 0 of every search (the uniform schedule with the search's
+            # seed) and every trial of a strategy that ignores history (uniform, random). Each distinct
+            # run is its own job, so no two processes train the same run and none waits on a search.
+            steps, known = self.config.steps, self.history_free_runs(pairs)
+            in_pool(self, "known trials", [(train_job, (ranks, seed, steps, "val")) for ranks, seed in known])
+            order = sorted(pairs, key=lambda p: (p[0] == "perfmodel", p[1]))
+            found = in_pool(self, "searches", [(search_job, (s, seed)) for s, seed in order])
+            done = dict(zip(order, found, strict=True))
+        else:
+            done = {p: self.run_one_search(*p) for p in pairs}
+        for (strategy, seed), history in ((p, done[p]) for p in pairs):
+            self.histories.setdefault(strategy, {})[seed] = history
+            for t in history:  # recalled from the store: the runner counts what the figures rest on
+                self.runner.metric(t.schedule, t.proxy_seed, self.config.steps, "val")
+
+    def history_free_runs(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[tuple[int, ...], int]]:
+        """(ranks, proxy seed) of every proposal that needs no finished trial, each once, in order."""
+        runs: dict[tuple[tuple[int, ...], int], None] = {}
+        for strategy, seed in pairs:
+            proposer = get_proposer(strategy)
+            context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
+            for number in range(context.max_trials if not proposer.uses_history else 1):
+                p = propose_next(proposer, context, number, ())
+                runs[(p.schedule.ranks, p.proxy_seed)] = None
+        return list(runs)
+
+    def run_one_search(self, strategy: str, seed: int) -> list[TrialRecord]:
+        context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
+        with self.bar(f"{strategy} seed {seed}", self.config.trials) as bar:
+            return run_search(self.runner, context, strategy, bar)
+
+    def proxy_trials(self) -> list[tuple[int, TrialRecord]]:
+        """(search seed, trial) of every strategy but ``uniform``, which only re-runs one schedule."""
+        return [(seed, t) for s, by_seed in self.histories.items() if s != "uniform"
+                for seed, h in by_seed.items() for t in h]  # fmt: skip
+
+    def plans(self) -> dict[tuple[str, int], list[ConfirmRun]]:
+        c = self.config
+        return {(s, seed): plan(h, self.uniform, c.top_k, c.confirm_seeds, "maximize", seed)
+                for s, by_seed in self.histories.items() for seed, h in by_seed.items()}  # fmt: skip
+
+    def confirm(self) -> None:
+        """Every search's confirmation plan, plus ``rank_schedules`` more proxy-tried schedules spread
+        over the proxy range (1 seed each) for the proxy-vs-full correlation."""
+        runs = {(r.schedule, r.seed) for p in self.plans().values() for r in p}
+        runs |= {
+            (self.uniform, SEED_OFFSET + s + c) for s in self.seeds for c in range(self.config.confirm_seeds)
+        }
+        chosen = {schedule for schedule, _ in runs}
+        tried = {t.schedule: objective(t) for _, t in self.proxy_trials() if t.schedule not in chosen}
+        self.extra = spread_pick(tried, self.config.rank_schedules)
+        seed_of = {t.schedule: seed for seed, t in reversed(self.proxy_trials())}
+        runs |= {(s, SEED_OFFSET + seed_of[s]) for s in self.extra}
+        steps = self.config.confirm_steps
+        missing = [(s, seed) for s, seed in sorted(runs, key=lambda r: (r[1], r[0].ranks))
+                   if self.store.get(self.runner.lora_key(s.ranks, seed, steps, "test")) is None]  # fmt: skip
+        if self.jobs > 1 and missing:
+            in_pool(
+                self, "confirm runs", [(train_job, (s.ranks, seed, steps, "test")) for s, seed in missing]
+            )
+        with self.bar("confirm", len(runs)) as bar:
+            for schedule, seed in sorted(runs, key=lambda r: (r[1], r[0].ranks)):
+                bar.set_postfix(test=f"{self.full_run(schedule, seed):.3f}")
+                bar.update(1)
+
+    def full_run(self, schedule: RankSchedule, seed: int) -> float:
+        return self.runner.metric(schedule, seed, self.config.confirm_steps, "test")
+
+    def confirmed(self, schedule: RankSchedule, search_seed: int) -> list[float]:
+        first = SEED_OFFSET + search_seed
+        return [self.full_run(schedule, seed) for seed in range(first, first + self.config.confirm_seeds)]
+
+
+# --- work done in pool processes (spawned: each builds its own task and sets its thread count) ---------
+
+
+def _start(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def search_job(name: str, config: Any, strategy: str, seed: int, store: Path, threads: int) -> list[Any]:
+    """One (strategy, search seed) search in a pool process; its fine-tunes land in ``store``."""
+
+    _start(threads)
+    bench = TaskBench(name, config, progress=False, store=RunStore(store))
+    return bench.run_one_search(strategy, seed)
+
+
+def train_job(name: str, config: Any, ranks: tuple[int, ...], seed: int, steps: int, split: str,
+              store: Path, threads: int) -> float:  # fmt: skip
+    """One fine-tune of ``ranks`` in a pool process; the result lands in ``store``."""
+    from ranktune.search.schedule import RankSchedule
+
+    _start(threads)
+    bench = TaskBench(name, config, progress=False, store=RunStore(store))
+    schedule = RankSchedule(bench.space.sites, ranks, bench.space.alpha)
+    return bench.runner.metric(schedule, seed, steps, split)

@@ -1,0 +1,24 @@
+"""The pretrained weights of a built-in model spec (``builtin:tiny-vlm``, ``builtin:minilm``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def load_builtin_model(spec: str, device: str = "cpu") -> nn.Module:
+    """The pretrained weights of a built-in model spec, in fp32 (the tiny VLM is pretrained once, cached)."""
+    from ranktune.search.errors import SiteError
+
+    if spec == "builtin:tiny-vlm":
+        from ranktune.trainer.builtin.pretrain import load_tiny_vlm
+
+        return load_tiny_vlm(device)
+    if spec == "builtin:minilm":
+        from ranktune.trainer.models import minilm_dir
+        from ranktune.trainer.tasks.classification import load_encoder
+
+        return load_encoder(minilm_dir()).to(device)
+    raise SiteError(f"model: {spec!r} is not a built-in model (builtin:tiny-vlm, builtin:minilm)")
