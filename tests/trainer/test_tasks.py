@@ -228,10 +228,12 @@ def test_registry_resolves_the_builtins(pretrained_tiny_vlm_dir) -> None:
 @pytest.mark.parametrize(
     ("task", "model", "field", "text"),
     [
-        ("builtin:nope", "builtin:tiny-vlm", "task", "builtin:digits-vqa, builtin:minilm-topics"),
+        ("builtin:nope", "builtin:tiny-vlm", "task", "builtin:digits-vqa, builtin:fashion-vqa, "),
         ("no/such/file.jsonl", "builtin:tiny-vlm", "task", "no/such/file.jsonl"),
         ("builtin:digits-vqa", "builtin:minilm", "model", "builtin:tiny-vlm"),
         ("builtin:minilm-topics", "builtin:tiny-vlm", "model", "builtin:minilm"),
+        ("builtin:fashion-vqa", "builtin:minilm", "model", "builtin:tiny-vlm"),
+        ("builtin:minilm-tweets", "builtin:tiny-vlm", "model", "builtin:minilm"),
         ("builtin:digits-vqa", "builtin:gpt9", "model", "builtin:gpt9"),
         ("builtin:minilm-topics", "nobody/not-a-cached-model", "model", "never downloads"),
     ],

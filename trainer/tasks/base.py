@@ -11,10 +11,12 @@ Contract:
 - ``batches(split, batch_size, seed)`` yields dicts of CPU tensors. For ``"train"`` it is an
   endless, deterministic stream (reshuffled each epoch from ``seed``); for ``"val"`` and
   ``"test"`` it is one pass in a fixed order.
-- ``loss(model, batch)`` returns a scalar tensor; ``evaluate(model, split, batch_size)`` returns
-  the task's metric in [0, 1] (higher is better) and never changes the model's weights or mode
-  for the caller (it may switch to eval and must switch back). Both move batches to the device of
-  the model's first parameter; the caller may wrap them in ``torch.autocast``.
+- ``loss(model, batch)`` returns a scalar tensor; ``evaluate_outcomes(model, split, batch_size)``
+  returns, per example of the split in its fixed order, whether the model got it right (a bool CPU
+  tensor), and never changes the model's weights or mode for the caller (it may switch to eval and
+  must switch back). ``evaluate`` is their mean: the task's metric in [0, 1], higher is better.
+  Both move batches to the device of the model's first parameter; the caller may wrap them in
+  ``torch.autocast``.
 - Nothing downloads: data and weights are built in, bundled in packages, or read from local files.
 """
 
@@ -50,7 +52,16 @@ class Task(ABC):
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, split: Split = "val", batch_size: int = 256) -> float: ...
+    def evaluate_outcomes(
+        self, model: nn.Module, split: Split = "val", batch_size: int = 256
+    ) -> torch.Tensor:
+        """Per example of ``split``, in its fixed order: right (True) or not."""
+
+    def evaluate(self, model: nn.Module, split: Split = "val", batch_size: int = 256) -> float:
+        outcomes = self.evaluate_outcomes(model, split, batch_size)
+        if outcomes.numel() == 0:
+            raise ValueError(f"{self.metric} of an empty {split} split")
+        return float(outcomes.float().mean())
 
     def split_size(self, split: Split) -> int:
         """Number of examples in a split (for progress and reports)."""

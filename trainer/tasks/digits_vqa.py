@@ -19,33 +19,20 @@ greedy decoding's exact match.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
 from ranktune.trainer.builtin.mnist import load_digits
 from ranktune.trainer.builtin.tiny_vlm import DIGIT_WORDS, VOCABULARY
-from ranktune.trainer.tasks.base import Batch, Split, Task, tensor_batches
-from ranktune.trainer.tasks.vqa import exact_match, qa_loss, tiny_vlm_qa_tensors
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+from ranktune.trainer.tasks.base import Split
+from ranktune.trainer.tasks.image_qa import ImageQuestion, TinyVLMQuestionsTask
 
 DATA_SEED = 7
 QUESTIONS_PER_IMAGE: dict[Split, int] = {"train": 4, "val": 2, "test": 2}
 _SPLIT_SALT: dict[Split, int] = {"train": 0, "val": 1, "test": 2}
 SEQUENCE_LENGTH = 27  # 16 image tokens, <bos>, ≤7 question words, ≤2 answer words, <eos>
-
-
-@dataclass(frozen=True)
-class DigitQuestion:
-    image: int  # row in the split's image pool
-    question: str
-    answer: str
 
 
 # Each answer is a function of the digit alone. Comparisons with a digit named in the question
@@ -61,14 +48,14 @@ QUESTION_TEMPLATES: tuple[tuple[str, Callable[[int], str]], ...] = (
 )
 
 
-def make_questions(labels: np.ndarray, per_image: int, seed: int) -> list[DigitQuestion]:
+def make_questions(labels: np.ndarray, per_image: int, seed: int) -> list[ImageQuestion]:
     """``per_image`` questions with distinct templates for every image, deterministic in ``seed``."""
     rng = np.random.default_rng(seed)
     questions = []
     for image, digit in enumerate(labels.tolist()):
         for template in rng.permutation(len(QUESTION_TEMPLATES))[:per_image].tolist():
             question, answer = QUESTION_TEMPLATES[template]
-            questions.append(DigitQuestion(image, question, answer(digit)))
+            questions.append(ImageQuestion(image, question, answer(digit)))
     return questions
 
 
@@ -76,61 +63,24 @@ def word_ids(text: str) -> list[int]:
     return [VOCABULARY.index(word) for word in text.split()]
 
 
-class DigitsVQATask(Task):
+class DigitsVQATask(TinyVLMQuestionsTask):
     """Answer questions about handwritten digits in words; exact-match accuracy."""
 
     name: ClassVar[str] = "builtin:digits-vqa"
-    metric: ClassVar[str] = "accuracy"
     description: ClassVar[str] = (
         "Questions about real MNIST digits (which digit, odd or even, greater than four, less than "
         "three, what comes after/before), answered in words by builtin:tiny-vlm; the questions are "
         "generated from templates, the images were never seen in pretraining; metric: exact-match "
         "accuracy of the answer."
     )
-    head_modules = ()
+    sequence_length = SEQUENCE_LENGTH
 
-    def __init__(self, model_dir: str | Path | None = None) -> None:
-        """``model_dir``: a saved tiny-vlm directory to fine-tune instead of the built-in weights."""
-        self.model_dir = Path(model_dir) if model_dir is not None else None
-        self._tensors: dict[Split, Batch] = {}
-        self._questions: dict[Split, list[DigitQuestion]] = {}
+    def make_questions(self, split: Split) -> list[ImageQuestion]:
+        labels = load_digits(split).labels
+        return make_questions(labels, QUESTIONS_PER_IMAGE[split], DATA_SEED * 1000 + _SPLIT_SALT[split])
 
-    def questions(self, split: Split) -> list[DigitQuestion]:
-        if split not in self._questions:
-            labels = load_digits(split).labels
-            seed = DATA_SEED * 1000 + _SPLIT_SALT[split]
-            self._questions[split] = make_questions(labels, QUESTIONS_PER_IMAGE[split], seed)
-        return self._questions[split]
+    def images(self, split: Split) -> np.ndarray:
+        return load_digits(split).images
 
-    def tensors(self, split: Split) -> Batch:
-        """Every example of ``split`` as row-aligned tensors (built once per task instance)."""
-        import torch
-
-        if split not in self._tensors:
-            questions = self.questions(split)
-            encoded = tiny_vlm_qa_tensors(
-                [word_ids(q.question) for q in questions],
-                [word_ids(q.answer) for q in questions],
-                length=SEQUENCE_LENGTH,
-            )
-            images = torch.from_numpy(load_digits(split).images.copy())
-            encoded["pixel_values"] = images[torch.tensor([q.image for q in questions])]
-            self._tensors[split] = encoded
-        return self._tensors[split]
-
-    def build_model(self) -> nn.Module:
-        from ranktune.trainer.builtin.pretrain import frozen_tiny_vlm
-
-        return frozen_tiny_vlm(self.model_dir)
-
-    def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
-        return tensor_batches(self.tensors(split), split, batch_size, seed)
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return qa_loss(model, batch)
-
-    def evaluate(self, model: nn.Module, split: Split = "val", batch_size: int = 256) -> float:
-        return exact_match(model, self.batches(split, batch_size, seed=0))
-
-    def split_size(self, split: Split) -> int:
-        return len(self.questions(split))
+    def word_ids(self, text: str) -> list[int]:
+        return word_ids(text)

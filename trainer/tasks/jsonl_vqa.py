@@ -108,7 +108,9 @@ class JsonlTinyVQATask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return qa_loss(model, batch)
 
-    def evaluate(self, model: nn.Module, split: Split = "val", batch_size: int = 256) -> float:
+    def evaluate_outcomes(
+        self, model: nn.Module, split: Split = "val", batch_size: int = 256
+    ) -> torch.Tensor:
         return exact_match(model, self.batches(split, batch_size, seed=0))
 
     def split_size(self, split: Split) -> int:
@@ -188,7 +190,9 @@ class JsonlProcessorVQATask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return qa_loss(model, batch)
 
-    def evaluate(self, model: nn.Module, split: Split = "val", batch_size: int = 256) -> float:
+    def evaluate_outcomes(
+        self, model: nn.Module, split: Split = "val", batch_size: int = 256
+    ) -> torch.Tensor:
         return exact_match(model, self.batches(split, batch_size, seed=0))
 
     def split_size(self, split: Split) -> int:

@@ -1,8 +1,10 @@
 """Resolve a task spec and a model spec to a ``Task``.
 
-- ``builtin:digits-vqa`` with ``builtin:tiny-vlm`` (or a directory saved from it);
-- ``builtin:minilm-topics`` (synthetic sentences) and ``builtin:minilm-stdlib`` (real standard-library
-  docstrings) with ``builtin:minilm`` (or another local text-encoder directory);
+- ``builtin:digits-vqa`` (MNIST digits) and ``builtin:fashion-vqa`` (Fashion-MNIST clothing) with
+  ``builtin:tiny-vlm`` (or a directory saved from it);
+- ``builtin:minilm-topics`` (synthetic sentences), ``builtin:minilm-stdlib`` (real standard-library
+  docstrings) and ``builtin:minilm-tweets`` (real labelled tweets) with ``builtin:minilm`` (or another
+  local text-encoder directory);
 - a JSONL file or data set directory (``trainer.tasks.jsonl``) with a local model directory, a
   Hugging Face id already in the local cache, or a built-in model. Nothing is downloaded.
 
@@ -12,6 +14,7 @@ that does not resolve or does not suit the task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +26,10 @@ if TYPE_CHECKING:
 
 BUILTIN_TASKS = {
     "builtin:digits-vqa": "builtin:tiny-vlm",
+    "builtin:fashion-vqa": "builtin:tiny-vlm",
     "builtin:minilm-topics": "builtin:minilm",
     "builtin:minilm-stdlib": "builtin:minilm",
+    "builtin:minilm-tweets": "builtin:minilm",
 }
 TINY_VLM, MINILM = "builtin:tiny-vlm", "builtin:minilm"
 
@@ -32,18 +37,28 @@ TINY_VLM, MINILM = "builtin:tiny-vlm", "builtin:minilm"
 def load_task(task: str, model: str) -> Task:
     """The task ``task`` fine-tuning ``model``; raises ``TaskError`` (field ``task`` or ``model``)."""
     from ranktune.trainer.tasks.digits_vqa import DigitsVQATask
+    from ranktune.trainer.tasks.fashion_vqa import FashionVQATask
     from ranktune.trainer.tasks.jsonl import load_jsonl_task
     from ranktune.trainer.tasks.minilm_stdlib import MiniLMStdlibTask
     from ranktune.trainer.tasks.minilm_topics import MiniLMTopicsTask
+    from ranktune.trainer.tasks.minilm_tweets import MiniLMTweetsTask
 
-    text_tasks = {"builtin:minilm-topics": MiniLMTopicsTask, "builtin:minilm-stdlib": MiniLMStdlibTask}
-    if task == "builtin:digits-vqa":
+    vlm_tasks: dict[str, Callable[..., Task]] = {
+        "builtin:digits-vqa": DigitsVQATask,
+        "builtin:fashion-vqa": FashionVQATask,
+    }
+    text_tasks: dict[str, Callable[..., Task]] = {
+        "builtin:minilm-topics": MiniLMTopicsTask,
+        "builtin:minilm-stdlib": MiniLMStdlibTask,
+        "builtin:minilm-tweets": MiniLMTweetsTask,
+    }
+    if task in vlm_tasks:
         if model == TINY_VLM:
-            return DigitsVQATask()
+            return vlm_tasks[task]()
         model_dir, _ = resolve_model(model)
         if not _is_tiny_vlm(model_dir):
             raise _mismatch(task, model)
-        return DigitsVQATask(model_dir)
+        return vlm_tasks[task](model_dir)
     if task in text_tasks:
         if model == MINILM:
             return text_tasks[task]()

@@ -73,16 +73,15 @@ def rows_exactly_right(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return ((predicted == target) | (target == IGNORE_INDEX)).all(dim=-1)
 
 
-def exact_match(model: nn.Module, batches: Iterable[Batch]) -> float:
-    """Fraction of examples whose answer greedy decoding reproduces exactly (see the module doc)."""
+def exact_match(model: nn.Module, batches: Iterable[Batch]) -> torch.Tensor:
+    """Per example: does greedy decoding reproduce its answer exactly (see the module doc)? On the CPU."""
+    import torch
+
     device = model_device(model)
-    right = total = 0
+    right = []
     with evaluating(model):
         for batch in batches:
             inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             logits = model(**inputs).logits
-            right += int(rows_exactly_right(logits.float(), batch["labels"].to(device)).sum())
-            total += len(batch["labels"])
-    if total == 0:
-        raise ValueError("exact match of an empty split")
-    return right / total
+            right.append(rows_exactly_right(logits.float(), batch["labels"].to(device)).cpu())
+    return torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
