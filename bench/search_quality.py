@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench.search_quality_bench import TaskBench, proxy_best, trials_to_reach
 from bench.search_quality_common import FULL, QUICK, STRATEGIES, TASKS, Config, mean_std, objective
 from bench.search_quality_runs import RunStore
-from ranktune.search.confirm import summarize
+from ranktune.search.confirm import ConfirmResult, summarize
 from ranktune.search.perfmodel import spearman
 from ranktune.search.schedule import RankSchedule
 
@@ -60,8 +60,8 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
     for strategy, by_seed in bench.histories.items():
         best = {seed: proxy_best(h) for seed, h in by_seed.items()}
         values = [v for seed, b in best.items() for v in bench.confirmed(b.schedule, seed)]
-        runs = [[(r.confirms, bench.full_run(r.schedule, r.seed)) for r in plans[(strategy, seed)]]
-                for seed in bench.seeds]  # fmt: skip
+        runs = [[ConfirmResult(r.confirms, r.seed, bench.full_run(r.schedule, r.seed))
+                 for r in plans[(strategy, seed)]] for seed in bench.seeds]  # fmt: skip
         results = [summarize(r, "maximize") for r in runs]
         figures[strategy] = {
             "proxy_best": mean_std([objective(b) for b in best.values()]),

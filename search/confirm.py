@@ -1,8 +1,9 @@
 """Confirmation: re-run the best proxy schedules and the uniform baseline at full length, with seeds.
 
 ``plan`` picks what to re-run from the finished proxy trials; ``summarize`` turns the confirm trials'
-results into the search's result: each schedule's mean ± std over its seeds, the winner, and its gain
-over uniform. Both are pure and deterministic, so the service can recompute the plan at every top-up.
+results into the search's result: each schedule's mean ± std over its seeds, the winner, its gain over
+uniform and, paired by seed and example, that gain's 95% interval. Both are pure and deterministic, so
+the service can recompute the plan at every top-up.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
+from ranktune.search.paired import binomial_se, paired_gain
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import TrialRecord
 
@@ -59,9 +63,23 @@ def plan(
 
 
 @dataclass(frozen=True)
+class ConfirmResult:
+    """One finished confirmation run: which proxy trial it re-ran, its seed, and what it measured."""
+
+    confirms: int
+    seed: int
+    objective: float | None  # None when the run failed
+    outcomes: np.ndarray | None = None  # per-example 0/1 on the test split, when the worker sent them
+
+
+@dataclass(frozen=True)
 class Confirmed:
     trial_number: int
-    objectives: tuple[float, ...]
+    runs: dict[int, tuple[float, np.ndarray | None]]  # seed -> (objective, outcomes)
+
+    @property
+    def objectives(self) -> tuple[float, ...]:
+        return tuple(value for _, (value, _) in sorted(self.runs.items()))
 
     @property
     def mean(self) -> float:
@@ -74,37 +92,88 @@ class Confirmed:
             return 0.0
         return math.sqrt(sum((v - self.mean) ** 2 for v in self.objectives) / (n - 1))
 
+    @property
+    def examples(self) -> int | None:
+        sizes = {len(o) for _, o in self.runs.values() if o is not None}
+        return sizes.pop() if len(sizes) == 1 else None
+
     def to_json(self) -> dict[str, Any]:
+        examples = self.examples
         return {
             "trial_number": self.trial_number,
             "mean": self.mean,
             "std": self.std,
             "seeds": len(self.objectives),
             "objectives": list(self.objectives),
+            "examples": examples,
+            "se": binomial_se(self.mean, examples * len(self.runs)) if examples else None,
         }
 
 
 def summarize(
-    runs: Sequence[tuple[int, float | None]], direction: Literal["maximize", "minimize"]
+    runs: Sequence[ConfirmResult], direction: Literal["maximize", "minimize"]
 ) -> dict[str, Any] | None:
-    """``runs``: (confirmed proxy trial number, objective or None when the run failed).
+    """The search's result from its confirmation runs.
 
-    The winner is the best mean (uniform may win: then the gain is 0); None when nothing succeeded.
+    The winner is the best mean (uniform may win: then the gain is 0). Every other schedule is
+    compared with uniform paired by seed (``search.paired``): ``paired`` holds the gain's 95% interval
+    and a verdict ("no significant difference" when it contains 0). None when nothing succeeded.
     """
-    by_trial: dict[int, list[float]] = {}
-    for number, value in runs:
-        by_trial.setdefault(number, [])
-        if value is not None:
-            by_trial[number].append(value)
-    confirmed = [Confirmed(n, tuple(v)) for n, v in sorted(by_trial.items()) if v]
+    by_trial: dict[int, dict[int, tuple[float, np.ndarray | None]]] = {}
+    for run in runs:
+        by_trial.setdefault(run.confirms, {})
+        if run.objective is not None:
+            by_trial[run.confirms][run.seed] = (float(run.objective), run.outcomes)
+    confirmed = [Confirmed(n, r) for n, r in sorted(by_trial.items()) if r]
     if not confirmed:
         return None
     sign = 1.0 if direction == "maximize" else -1.0
     winner = max(confirmed, key=lambda c: (sign * c.mean, -c.trial_number))
     uniform = next((c for c in confirmed if c.trial_number == 0), None)
+    entries = []
+    for c in confirmed:
+        entry = c.to_json()
+        compared = paired_gain(c.runs, uniform.runs, sign) if uniform and c is not uniform else None
+        entry["paired"] = compared.to_json() if compared else None
+        entries.append(entry)
+    paired = next((e["paired"] for e in entries if e["trial_number"] == winner.trial_number), None)
     return {
         "winner": winner.to_json(),
         "uniform": uniform.to_json() if uniform else None,
         "gain": sign * (winner.mean - uniform.mean) if uniform else None,
-        "confirmed": [c.to_json() for c in confirmed],
+        "paired": paired,
+        "confirmed": entries,
     }
+
+
+def _signed(value: float | None, scale: float) -> str:
+    return "?" if value is None else f"{scale * value:+.1f}"
+
+
+def describe_result(result: dict[str, Any], metric: str = "accuracy") -> str:
+    """One line for people: the winner's paired gain over uniform, its 95% interval and the verdict.
+
+    When uniform itself won, the line names the best other confirmed schedule's comparison instead.
+    An accuracy's gains are in points (x100); other metrics' in their own units."""
+    scale, unit = (100.0, " points") if metric == "accuracy" else (1.0, "")
+    winner = result.get("winner") or {}
+    paired = result.get("paired")
+    label = f"trial {winner.get('trial_number')}"
+    if paired is None and winner.get("trial_number") == 0:
+        others = [c for c in result.get("confirmed", []) if c.get("paired")]
+        if not others:
+            return "uniform kept: no other schedule was confirmed"
+        best = max(others, key=lambda c: c["paired"]["gain"])
+        paired, label = best["paired"], f"uniform kept; best other, trial {best['trial_number']}"
+    if paired is None:
+        gain = result.get("gain")
+        return f"{label}: gain {_signed(gain, scale)}{unit} (no uniform baseline to pair with)"
+    sample = f"{paired['seeds']} seed{'s' if paired['seeds'] != 1 else ''}"
+    if paired.get("examples"):
+        sample += f" x {paired['examples']:,} examples"
+    gain = f"{label}: gain {_signed(paired['gain'], scale)}{unit}"
+    if paired.get("ci") is None:
+        return f"{gain} (paired over {sample}; too few seeds for an interval)"
+    low, high = paired["ci"]
+    interval = f"95% CI {_signed(low, scale)} to {_signed(high, scale)}"
+    return f"{gain} ({interval}, paired over {sample}): {paired['verdict']}"

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from ranktune.search.confirm import describe_result
 from ranktune.search.schedule import Budget, RankSchedule
 from ranktune.service.api_client import wait_for
 from ranktune.service.plan_view import print_schedule
@@ -149,8 +150,9 @@ def summarize(console: Console, client: httpx.Client, search: dict[str, Any], ou
         console.print(
             f"confirmed accuracy ({search['spec']['confirm']['steps']} steps, {winner['seeds']} seeds, "
             f"test split held out from the search): winner {winner['mean']:.3f} ± {winner['std']:.3f}, "
-            f"uniform rank-8 LoRA {uniform['mean']:.3f} ± {uniform['std']:.3f}, gain {result['gain']:+.3f}"
+            f"uniform rank-8 LoRA {uniform['mean']:.3f} ± {uniform['std']:.3f}"
         )
+        console.print(f"confirmed: {describe_result(result)}", highlight=False)
     model = search.get("performance_model") or {}
     if model.get("spearman") is not None:
         console.print(

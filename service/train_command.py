@@ -85,7 +85,9 @@ def run_train(
     table = Table(title=f"{task} on {model}", title_justify="left")
     for column in ("metric", "value"):
         table.add_column(column)
-    table.add_row(result.metric_name, f"{result.metric:.4f}")
+    se = result.metric_se
+    spread = f" ± {se:.4f} (s.e., {result.examples:,} val examples)" if se is not None else ""
+    table.add_row(result.metric_name, f"{result.metric:.4f}{spread}")
     table.add_row("adapter params", f"{result.adapter_params:,}")
     table.add_row("trainable params", f"{result.trainable_params:,}")
     table.add_row("steps", str(result.steps_done))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ranktune.search.paired import binomial_se, encode_outcomes
 from ranktune.search.schedule import RankSchedule
 from ranktune.trainer.adapters import AdapterMethod
 from ranktune.trainer.adapters.dmlora import DMLoraController, DMLoraLinear
@@ -119,6 +120,16 @@ class ProxyResult:
     stopped: str | None = None
     timeline: list[tuple[int, RankSchedule]] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    outcomes: np.ndarray | None = field(default=None, repr=False, compare=False)  # of the last evaluation
+
+    @property
+    def examples(self) -> int:
+        return 0 if self.outcomes is None else len(self.outcomes)
+
+    @property
+    def metric_se(self) -> float | None:
+        """Binomial standard error of ``metric`` over the evaluated examples."""
+        return binomial_se(self.metric, self.examples) if self.examples else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +144,9 @@ class ProxyResult:
             "device": self.device,
             "stopped": self.stopped,
             "timeline": [{"step": step, "schedule": s.to_json()} for step, s in self.timeline],
+            "examples": self.examples,
+            "metric_se": self.metric_se,
+            "outcomes": encode_outcomes(self.outcomes) if self.outcomes is not None else None,
         }
 
 
@@ -237,6 +251,7 @@ def proxy_finetune(
     model.train()
     step = 0
     metric = float("nan")
+    outcomes: torch.Tensor | None = None
     for step in range(1, settings.steps + 1):
         reason = stop_requested() if stop_requested is not None else None
         if reason:
@@ -270,7 +285,10 @@ def proxy_finetune(
         if not at_eval:
             continue
         with autocast:
-            metric = task.evaluate(model, eval_split, settings.eval_batch_size)
+            outcomes = task.evaluate_outcomes(model, eval_split, settings.eval_batch_size)
+        if outcomes.numel() == 0:
+            raise TrainingError(f"task: the {eval_split} split is empty", field="task")
+        metric = float(outcomes.float().mean())
         model.train()
         curve.append(Measurement(step, sum(losses) / len(losses), metric))
         losses = []
@@ -298,5 +316,6 @@ def proxy_finetune(
         device=str(target),
         stopped=stopped,
         timeline=timeline,
+        outcomes=outcomes.numpy() if outcomes is not None else None,
         model=model,
     )

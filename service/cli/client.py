@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from ranktune.search.confirm import describe_result
 from ranktune.service.api_client import (
     DEFAULT_SERVER,
     ClientError,
@@ -23,6 +24,13 @@ from ranktune.service.api_client import (
     wait_for,
 )
 from ranktune.service.cli.common import err, out, user_errors
+
+
+def describe(search: dict[str, Any]) -> str:
+    """The confirmed gain with its interval (in points for an accuracy)."""
+    metric = ((search.get("spec") or {}).get("objective") or {}).get("metric", "accuracy")
+    return describe_result(search["result"], metric)
+
 
 ServerOption = Annotated[str, typer.Option(envvar="RANKTUNE_SERVER", help="Server URL")]
 TokenOption = Annotated[str | None, typer.Option(envvar="RANKTUNE_TOKEN", help="Bearer token")]
@@ -47,6 +55,8 @@ def submit(
                 f"search {search['id']} {search['state']}"
                 + (f": {search['reason']}" if search["reason"] else "")
             )
+            if search.get("result"):
+                err.print(f"confirmed: {describe(search)}", highlight=False)
         out.print_json(data={"id": search["id"], "state": search["state"]})
         if wait and search["state"] == "failed":
             raise typer.Exit(1)
@@ -73,6 +83,9 @@ def status(
             table.add_row(str(s["id"]), s["name"], s["state"], s["strategy"], f"{done}/{planned_trials(s)}",
                           str(counts["running"]), "-" if best is None else f"{best:.4f}")  # fmt: skip
         out.print(table)
+        for s in searches if search_id else []:
+            if s.get("result"):
+                out.print(f"confirmed: {describe(s)}", highlight=False)
 
 
 @user_errors

@@ -205,7 +205,8 @@ window.RT = window.RT || {};
       ["progress", done + "/" + total + " done, " + (counts.running || 0) + " running, " + (counts.queued || 0) + " queued"],
       ["failed / pruned", (counts.failed || 0) + " / " + (counts.pruned || 0)],
       ["best " + RT.metricOf(s), RT.fmtMetric(best) + " (" + RT.directionOf(s) + ")"],
-      ["gain over uniform", isNum(g.value) ? RT.fmtSigned(g.value) + " (" + g.how + ")" : "—"],
+      ["gain over uniform", s.result && s.result.paired ? RT.fmtPaired(s.result.paired)
+        : isNum(g.value) ? RT.fmtSigned(g.value) + " (" + g.how + ")" : "—"],
       ["started", RT.fmtTime(s.created_at)], ["finished", RT.fmtTime(s.finished_at)],
     ]) facts.append(fact(name, value));
     const reason = $("search-reason");
@@ -231,8 +232,9 @@ window.RT = window.RT || {};
     const card = $("results");
     card.hidden = !result;
     if (!result) return;
-    $("results-gain").textContent =
-      "Gain over uniform: " + RT.fmtSigned(result.gain) + " (winner's mean minus the uniform baseline's, same seeds)";
+    $("results-gain").textContent = result.paired
+      ? "Gain over uniform: " + RT.fmtPaired(result.paired)
+      : "Gain over uniform: " + RT.fmtSigned(result.gain) + " (winner's mean minus the uniform baseline's, same seeds)";
     const body = clear($("results-table").tBodies[0]);
     const rows = [resultRow("winner", result.winner), resultRow("uniform", result.uniform)];
     for (const r of Array.isArray(result.confirmed) ? result.confirmed : []) {

@@ -42,6 +42,16 @@ window.RT = window.RT || {};
     return isNum(x) ? (x >= 0 ? "+" : "−") + Math.abs(x).toFixed(4) : "—";
   }
 
+  // A paired comparison with uniform (the result's "paired"): gain, 95% interval, sample, verdict.
+  function fmtPaired(p) {
+    if (!p || !isNum(p.gain)) return "—";
+    let sample = p.seeds + (p.seeds === 1 ? " seed" : " seeds");
+    if (isNum(p.examples)) sample += " × " + fmtInt(p.examples) + " examples";
+    if (!Array.isArray(p.ci)) return fmtSigned(p.gain) + " (paired over " + sample + "; too few seeds for an interval)";
+    return fmtSigned(p.gain) + " (95% CI " + fmtSigned(p.ci[0]) + " to " + fmtSigned(p.ci[1]) +
+      ", paired over " + sample + "): " + p.verdict;
+  }
+
   function fmtInt(x) {
     return isNum(x) ? Math.round(x).toLocaleString("en-US") : "—";
   }
@@ -152,7 +162,7 @@ window.RT = window.RT || {};
   }
 
   Object.assign(RT, {
-    TERMINAL, el, clear, plotText, isNum, fmtMetric, fmtSigned, fmtInt, parseTime, fmtTime, fmtDuration,
+    TERMINAL, el, clear, plotText, isNum, fmtMetric, fmtSigned, fmtPaired, fmtInt, parseTime, fmtTime, fmtDuration,
     fmtAgo, trialDuration, stateBadge, AuthError, ApiError, token, setToken, api, gainOf, directionOf,
     metricOf,
   });

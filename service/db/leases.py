@@ -377,6 +377,7 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
     trial.metrics = dict(body.metrics)
     trial.curve = [m.model_dump() for m in body.curve]
     trial.timeline = trial.timeline or list(body.timeline)  # the server's carries re-allocation reasons
+    trial.outcomes = body.outcomes
     trial.trainable_params = body.trainable_params
     trial.adapter_params = body.adapter_params
     trial.wall_time_s = body.wall_time_s

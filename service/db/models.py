@@ -93,6 +93,7 @@ class Trial(Base):
     curve: Mapped[list[Any] | None]
     timeline: Mapped[list[Any] | None]
     site_stats: Mapped[dict[str, Any] | None]
+    outcomes: Mapped[str | None] = mapped_column(Text)  # search.paired.encode_outcomes of the last evaluation
     step: Mapped[int | None]
     total_steps: Mapped[int | None]
     trainable_params: Mapped[int | None] = mapped_column(BigInteger)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from ranktune.search.paired import OutcomesError, decode_outcomes
 from ranktune.service.schemas.common import FiniteJson, Name, PublicModel, StrictModel
 from ranktune.service.schemas.searches import TrialPublic
 
@@ -77,6 +78,21 @@ class CompleteRequest(StrictModel):
     peak_memory_bytes: int | None = Field(default=None, ge=0)
     device: str | None = Field(default=None, max_length=100)
     timeline: list[FiniteJson] = Field(default_factory=list, max_length=100_000)
+    outcomes: str | None = Field(
+        default=None,
+        max_length=200_000,
+        description="Per-example 0/1 outcomes of the final evaluation, '<examples>:<base64 of packed bits>'",
+    )
+
+    @field_validator("outcomes")
+    @classmethod
+    def outcomes_decode(cls, outcomes: str | None) -> str | None:
+        if outcomes is not None:
+            try:
+                decode_outcomes(outcomes)
+            except OutcomesError as e:
+                raise ValueError(str(e).removeprefix("outcomes: ")) from None
+        return outcomes
 
     @field_validator("metrics")
     @classmethod

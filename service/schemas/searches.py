@@ -45,7 +45,10 @@ class SearchPublic(PublicModel):
         description="Latest refit: trials, cross-validated spearman and mae, points (predicted vs actual)",
     )
     result: dict[str, Any] | None = Field(
-        default=None, description="Confirmation: winner and uniform (mean, std, seeds), gain, confirmed"
+        default=None,
+        description="Confirmation: winner and uniform (mean, std, seeds, se), gain, paired (the winner's "
+        "gain over uniform paired by seed and example: gain, se, 95% ci, seeds, examples, verdict), "
+        "confirmed",
     )
     reason: str | None
     created_at: datetime
@@ -101,6 +104,11 @@ class BestTrial(PublicModel):
     search_state: SearchState
     objective: Objective
     trial: TrialPublic
+    confirmation: str | None = Field(
+        default=None,
+        description="Once confirmed: the gain over uniform with its 95% interval and verdict, in words "
+        "(the figures are in the search's result.paired)",
+    )
 
 
 class PeftExport(PublicModel):

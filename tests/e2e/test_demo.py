@@ -50,12 +50,20 @@ def test_demo_searches_confirms_and_exports(tmp_path: Path, capsys: pytest.Captu
         uniform = next(t for t in confirms if t.confirms == 0)
         assert uniform.parameter_count == search["budget_params"]  # the baseline as such
         assert all(t.curve and t.curve[-1]["step"] == 4 for t in confirms)
+        # Real workers send each example's outcome on the test split (digits-vqa: 800 questions).
+        assert all(t.outcomes and t.outcomes.startswith("800:") for t in confirms)
     engine.dispose()
     text = console.export_text()
     progress = capsys.readouterr().err  # not a terminal: a line per finished trial instead of a bar
     assert "0/5 trials done" in progress and "5/5 trials done" in progress
     assert "best schedule (trial" in text and "language" in text
     assert "confirmed accuracy" in text and "uniform rank-8 LoRA" in text
+    winner = search["result"]["winner"]["trial_number"]
+    if winner != 0:  # a schedule won: paired with uniform over 1 seed x 800 examples
+        assert search["result"]["paired"]["method"] == "examples (one seed)"
+        assert "paired over 1 seed x 800 examples)" in text
+    else:
+        assert "uniform kept" in text
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     config.pop("peft_type")
     lora = LoraConfig(**config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ranktune.search.confirm import SEED_OFFSET, plan, summarize
+from ranktune.search.confirm import SEED_OFFSET, ConfirmResult, plan, summarize
 from ranktune.search.dynamic import reallocate
 from ranktune.search.pruning import FinishedCurve, PrunerSettings, should_prune
 from ranktune.search.strategies import TrialRecord
@@ -57,15 +57,23 @@ def test_confirmation_plan_takes_uniform_then_the_best_distinct_schedules() -> N
 
 
 def test_summary_names_the_best_mean_and_its_gain() -> None:
-    result = summarize([(0, 0.60), (0, 0.62), (2, 0.70), (2, 0.66), (3, 0.5), (3, None)], "maximize")
+    a, b = SEED_OFFSET, SEED_OFFSET + 1
+    runs = [(0, a, 0.60), (0, b, 0.62), (2, a, 0.70), (2, b, 0.66), (3, a, 0.5), (3, b, None)]
+    result = summarize([ConfirmResult(*r) for r in runs], "maximize")
     assert result is not None
     assert result["winner"]["trial_number"] == 2 and result["winner"]["mean"] == pytest.approx(0.68)
     assert result["winner"]["std"] == pytest.approx(0.0282842, rel=1e-4)
     assert result["uniform"]["mean"] == pytest.approx(0.61)
     assert result["gain"] == pytest.approx(0.07)
     assert [c["seeds"] for c in result["confirmed"]] == [2, 2, 1]
-    assert summarize([(0, None)], "maximize") is None
-    uniform_wins = summarize([(0, 0.9), (1, 0.5)], "maximize")
+    # Without per-example outcomes the gain is paired by seed: two seeds, a t interval on 1 df.
+    assert result["paired"]["method"] == "seeds" and result["paired"]["seeds"] == 2
+    low, high = result["paired"]["ci"]
+    assert low < 0.07 < high and result["paired"]["verdict"] == "no significant difference"
+    assert result["confirmed"][0]["paired"] is None  # uniform is not compared with itself
+    assert result["confirmed"][2]["paired"]["method"] == "none"  # one shared seed: no interval
+    assert summarize([ConfirmResult(0, a, None)], "maximize") is None
+    uniform_wins = summarize([ConfirmResult(0, a, 0.9), ConfirmResult(1, a, 0.5)], "maximize")
     assert (
         uniform_wins is not None and uniform_wins["winner"]["trial_number"] == 0 and uniform_wins["gain"] == 0
     )

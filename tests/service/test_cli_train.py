@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from ranktune.search.paired import decode_outcomes
 from ranktune.service.cli import app
 
 runner = CliRunner()
@@ -29,6 +32,10 @@ def test_train_writes_an_adapter_peft_loads(tmp_path: Path, method: str) -> None
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
     report = json.loads((out / "ranktune_result.json").read_text())
     assert report["steps_done"] == 4 and 0.0 <= report["metric"] <= 1.0
+    assert report["examples"] == 800  # digits-vqa's val split: 400 images x 2 questions
+    assert report["metric_se"] == pytest.approx(math.sqrt(report["metric"] * (1 - report["metric"]) / 800))
+    assert np.mean(decode_outcomes(report["outcomes"])) == pytest.approx(report["metric"])
+    assert "s.e., 800 val examples" in result.output
     task = load_task("builtin:digits-vqa", "builtin:tiny-vlm")
     loaded = PeftModel.from_pretrained(task.build_model(), str(out))
     ranks = {n: m.r["default"] for n, m in loaded.base_model.model.named_modules() if hasattr(m, "lora_A")}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
+from ranktune.search.paired import encode_outcomes
 from ranktune.search.schedule import RankSchedule
 from tests.service.api import Api, spec
 
@@ -150,6 +152,44 @@ def test_confirmation_reruns_the_best_and_uniform_and_names_the_winner(api: Api)
     assert best["trial"]["number"] == 2
     export = api.get(f"/searches/{search['id']}/export/peft").json()
     assert export["trial_number"] == 2
+
+
+def test_confirmation_with_outcomes_reports_the_paired_interval(api: Api) -> None:
+    search = api.submit(
+        strategy="random", max_trials=3, parallelism=1, confirm={"top_k": 1, "steps": 50, "seeds": 2}
+    )
+    for accuracy in (0.5, 0.9, 0.6):
+        run_trial(api, accuracy)
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(3000)
+    uniform: dict[int, np.ndarray] = {}  # per seed: what uniform gets right
+    while (job := api.claim()) is not None:
+        trial = next(t for t in api.trials(search["id"]) if t["id"] == job["trial_id"])
+        right = uniform.setdefault(job["proxy"]["seed"], rng.random(3000) > difficulty * 0.6)
+        if trial["confirms"] != 0:  # the confirmed schedule: right where uniform is, and on ~2.5% more
+            right = right | (rng.random(3000) < 0.08)
+        response = api.complete(job, float(right.mean()), outcomes=encode_outcomes(right))
+        assert response.status_code == 200, response.text
+    found = api.search(search["id"])
+    paired = found["result"]["paired"]
+    assert found["result"]["winner"]["trial_number"] == 1
+    assert paired["method"] == "seeds x examples" and (paired["seeds"], paired["examples"]) == (2, 3000)
+    assert paired["gain"] == pytest.approx(found["result"]["gain"])
+    assert 0 < paired["ci"][0] < paired["gain"] < paired["ci"][1] and paired["verdict"] == "significant gain"
+    best = api.get(f"/searches/{search['id']}/best").json()
+    assert best["confirmation"].startswith("trial 1: gain +") and "95% CI" in best["confirmation"]
+    assert best["confirmation"].endswith("paired over 2 seeds x 3,000 examples): significant gain")
+    assert "outcomes" not in best["trial"]  # kept for the statistics, not sent with every trial
+
+
+@pytest.mark.parametrize("outcomes", ["3000:AA==", "not-outcomes", "0:", 5])
+def test_unreadable_outcomes_are_a_422_naming_the_field(api: Api, outcomes: Any) -> None:
+    api.submit()
+    job = api.claim()
+    assert job is not None
+    response = api.complete(job, 0.5, outcomes=outcomes)
+    assert response.status_code == 422 and "outcomes" in response.text
+    assert api.complete(job, 0.5).status_code == 200  # nothing was half-written
 
 
 @pytest.mark.parametrize(

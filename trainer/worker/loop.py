@@ -231,8 +231,11 @@ class Worker:
                 lease, "fail", {"attempt": job["attempt"], "reason": result.stopped, "retryable": retryable}
             )
             return
-        body = {"attempt": job["attempt"], "metrics": {result.metric_name: result.metric}, **result.to_json()}
-        for key in ("metric_name", "metric", "stopped", "steps_done"):
+        metrics = {result.metric_name: result.metric}
+        if result.metric_se is not None:
+            metrics[f"{result.metric_name}_se"] = result.metric_se
+        body = {"attempt": job["attempt"], **result.to_json(), "metrics": metrics}
+        for key in ("metric_name", "metric", "stopped", "steps_done", "examples", "metric_se"):
             body.pop(key, None)
         self._send(lease, "complete", body)
         log.info(

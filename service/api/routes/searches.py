@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from ranktune.search.confirm import describe_result
 from ranktune.search.errors import RanktuneError
 from ranktune.search.peft_format import to_peft_config
 from ranktune.search.schedule import RankSchedule
@@ -97,11 +98,13 @@ def get_best(search_id: int, session: SessionDep, _: UserPrincipal) -> BestTrial
     search = searches.get_search(session, search_id)
     trial = _best(session, search)
     objective = Objective(metric=search.objective_metric, direction=search.objective_direction)  # type: ignore[arg-type]
+    confirmation = describe_result(search.result, search.objective_metric) if search.result else None
     return BestTrial(
         search_id=search.id,
         search_state=search.state,  # type: ignore[arg-type]
         objective=objective,
         trial=trial_public(trial),
+        confirmation=confirmation,
     )
 
 

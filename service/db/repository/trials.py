@@ -11,11 +11,13 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ranktune.search import confirm
 from ranktune.search.confirm import ConfirmRun
+from ranktune.search.paired import OutcomesError, decode_outcomes
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
 from ranktune.service.db.models import Search, Trial
@@ -261,19 +263,29 @@ def prior_trials(session: Session, search: Search, spec: SearchCreate) -> tuple[
     return tuple(prior)
 
 
+def _outcomes(text: str | None) -> np.ndarray | None:
+    """Stored outcomes, or None (absent, or unreadable: a result is then paired by seed only)."""
+    try:
+        return decode_outcomes(text) if text else None
+    except OutcomesError:
+        return None
+
+
 def finish(session: Session, search: Search, now: datetime, confirmed: bool = False) -> None:
     best = best_trial(session, search)
     search.finished_at = now
     if confirmed:
-        runs = session.execute(
-            select(Trial.confirms, Trial.objective, Trial.state).where(
+        rows = session.execute(
+            select(Trial.confirms, Trial.proxy_seed, Trial.objective, Trial.state, Trial.outcomes).where(
                 Trial.search_id == search.id, Trial.kind == "confirm"
             )
         ).all()
-        result = confirm.summarize(
-            [(int(c), o if st == "succeeded" else None) for c, o, st in runs if c is not None],
-            search.objective_direction,  # type: ignore[arg-type]
-        )
+        runs = [
+            confirm.ConfirmResult(int(c), int(seed), o if st == "succeeded" else None, _outcomes(text))
+            for c, seed, o, st, text in rows
+            if c is not None
+        ]
+        result = confirm.summarize(runs, search.objective_direction)  # type: ignore[arg-type]
         search.result = result
         if result is not None:
             winner = session.scalar(
