@@ -33,6 +33,8 @@ class Runner:
     config: Config
     label: str  # model + task, part of every key
     store: RunStore = field(default_factory=RunStore)
+    base: str = ""  # sha256 of the base weights, part of every key (runs on other weights never mix)
+    data: str = ""  # sha256 of the task's splits, part of every key
     cache: dict[tuple[RankSchedule, int, int, str], float] = field(default_factory=dict)
     runs: int = 0
     seconds: float = 0.0
@@ -44,7 +46,8 @@ class Runner:
 
         c = self.config
         return run_key(bench=self.label, lr=c.lr, batch_size=c.batch_size, device=c.device,
-                       torch=torch.__version__, threads=torch.get_num_threads(), **what)  # fmt: skip
+                       torch=torch.__version__, threads=torch.get_num_threads(), base=self.base,
+                       data=self.data, **what)  # fmt: skip
 
     def lora_key(self, ranks: tuple[int, ...], seed: int, steps: int, split: str) -> str:
         return self.key(method="lora", ranks=list(ranks), seed=seed, steps=steps, split=split)
@@ -70,7 +73,9 @@ class Runner:
             settings = ProxySettings(steps=steps, lr=c.lr, batch_size=c.batch_size, seed=seed)
             result = proxy_finetune(self.task, schedule, AdapterMethod("lora"), settings, device=c.device,
                                     eval_split=split, on_step=self.show_step)  # fmt: skip
-            return result.metric, result.wall_time_s, {}
+            kept = split == "test" and result.outcomes is not None  # confirmations: paired statistics
+            extra = {"outcomes": result.to_json()["outcomes"]} if kept else {}
+            return result.metric, result.wall_time_s, extra
 
         value = float(self.recall(self.lora_key(schedule.ranks, seed, steps, split), train)["metric"])
         self.cache[(schedule, seed, steps, split)] = value
@@ -146,12 +151,13 @@ class TaskBench:
     extra: list[RankSchedule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from ranktune.trainer.fingerprint import base_weights_sha256
         from ranktune.trainer.tasks.registry import load_task
 
         self.model, self.task = TASKS[self.name]
-        self.runner = Runner(
-            load_task(self.task, self.model), self.config, f"{self.model}+{self.task}", self.store
-        )
+        task = load_task(self.task, self.model)
+        self.runner = Runner(task, self.config, f"{self.model}+{self.task}", self.store,
+                             base=base_weights_sha256(self.model), data=task.data_sha256())  # fmt: skip
         self.space = make_space(self.model, self.task)
         self.uniform = self.space.uniform()
         self.seeds = list(range(self.config.seeds))

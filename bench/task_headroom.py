@@ -22,6 +22,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,21 @@ def measure(model: str, task_name: str, steps: int, rank: int | None) -> dict[st
             "trainable": trainable, "wall_s": wall}  # fmt: skip
 
 
+@cache
+def fingerprints(model: str, task: str) -> tuple[str, str]:
+    """(base weights sha256, task data sha256): part of every key, so other bases or data never mix."""
+    from ranktune.trainer.fingerprint import base_weights_sha256
+    from ranktune.trainer.tasks.registry import load_task
+
+    return base_weights_sha256(model), load_task(task, model).data_sha256()
+
+
 def headroom_key(model: str, task: str, steps: int, rank: int | None) -> str:
     import torch
 
-    return run_key(bench="task_headroom", model=model, task=task, steps=steps, rank=rank,
-                   torch=torch.__version__, threads=torch.get_num_threads())  # fmt: skip
+    base, data = fingerprints(model, task)
+    return run_key(bench="task_headroom", model=model, task=task, steps=steps, rank=rank, base=base,
+                   data=data, torch=torch.__version__, threads=torch.get_num_threads())  # fmt: skip
 
 
 def stored_rows(store: RunStore, steps: int) -> list[dict[str, Any]]:

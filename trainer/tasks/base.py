@@ -67,6 +67,26 @@ class Task(ABC):
         """Number of examples in a split (for progress and reports)."""
         raise NotImplementedError
 
+    def data_sha256(self) -> str:
+        """A hash of every split's examples (what was trained and scored on), to key stored results."""
+        raise NotImplementedError(f"{type(self).__name__} has no data fingerprint")
+
+
+def sha256_of(*parts: object) -> str:
+    """sha256 over ``parts``: bytes-like values (numpy arrays included) as they are, the rest as JSON."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "tobytes"):
+            digest.update(part.tobytes())  # type: ignore[union-attr]
+        elif isinstance(part, bytes):
+            digest.update(part)
+        else:
+            digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
 
 # Small helpers shared by the tasks.
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ranktune.trainer.tasks.base import (
+    SPLITS,
     Batch,
     Split,
     Task,
     evaluating,
     model_device,
+    sha256_of,
     tensor_batches,
     to_device,
 )
@@ -141,6 +143,9 @@ class TextClassificationTask(Task):
 
     def split_size(self, split: Split) -> int:
         return len(self.examples(split)[1])
+
+    def data_sha256(self) -> str:
+        return sha256_of(self.label_names, self.max_length, *(self.examples(s) for s in SPLITS))
 
 
 class BuiltinTextTask(TextClassificationTask):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ranktune.trainer.tasks.base import Batch, Split, Task, tensor_batches
+from ranktune.trainer.tasks.base import SPLITS, Batch, Split, Task, sha256_of, tensor_batches
 from ranktune.trainer.tasks.vqa import exact_match, qa_loss, tiny_vlm_qa_tensors
 
 if TYPE_CHECKING:
@@ -94,3 +94,9 @@ class TinyVLMQuestionsTask(Task):
 
     def split_size(self, split: Split) -> int:
         return len(self.questions(split))
+
+    def data_sha256(self) -> str:
+        parts: list[object] = []
+        for split in SPLITS:
+            parts += [[(q.image, q.question, q.answer) for q in self.questions(split)], self.images(split)]
+        return sha256_of(self.sequence_length, *parts)
