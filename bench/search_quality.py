@@ -116,6 +116,7 @@ def run_task(name: str, config: Config, progress: bool, store: RunStore, jobs: i
         "proxy_vs_full": proxy_vs_full(bench),
         "uniform_proxy_over_seeds": mean_std(noise) if len(noise) > 1 else None,
         "adalora": _adalora(bench) if config.adalora else None,
+        "eva": _eva(bench) if config.eva else None,
         "runs": bench.runner.runs, "train_seconds": bench.runner.seconds,
     }  # fmt: skip
 
@@ -124,6 +125,12 @@ def _model_figures(bench: TaskBench) -> dict[str, Any]:
     from bench.search_quality_model import model_figures
 
     return model_figures(bench)
+
+
+def _eva(bench: TaskBench) -> dict[str, Any]:
+    from bench.search_quality_eva import run_eva
+
+    return run_eva(bench)
 
 
 def _adalora(bench: TaskBench) -> dict[str, Any]:
@@ -156,7 +163,8 @@ def config_from(args: argparse.Namespace) -> Config:
             if any(g not in known for g in given):
                 raise SystemExit(f"--{f.name}: choose from {', '.join(known)}, got {','.join(given)}")
         values[f.name] = getattr(preset, f.name) if given is None else given
-    return Config(**{**values, "adalora": preset.adalora and not args.no_adalora})
+    return Config(**{**values, "adalora": preset.adalora and not args.no_adalora,
+                      "eva": preset.eva and not args.no_eva})  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -168,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.add_argument(f"--{flag}", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--no-adalora", action="store_true")
+    parser.add_argument("--no-eva", action="store_true")
     parser.add_argument("--device", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on shared cores "
                         "2 threads spin-waited 5x slower per step than 1 here)")  # fmt: skip

@@ -14,11 +14,14 @@ from ranktune.search.space import HierarchicalSpace
 from ranktune.search.strategies import TrialRecord
 
 TASKS = {"tiny-vlm": ("builtin:tiny-vlm", "builtin:digits-vqa"),
-         "minilm": ("builtin:minilm", "builtin:minilm-stdlib")}  # fmt: skip
+         "fashion": ("builtin:tiny-vlm", "builtin:fashion-vqa"),
+         "minilm": ("builtin:minilm", "builtin:minilm-stdlib"),
+         "tweets": ("builtin:minilm", "builtin:minilm-tweets")}  # fmt: skip
 STRATEGIES = ("uniform", "random", "tpe", "perfmodel")
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
 ADALORA_INIT_R = 12
+EVA_RHO = 2.0  # PEFT EVA's redistribution: a site may get up to rho x the budget's rank
 HYDRA_GAIN = 4.7  # points over uniform that HyDRA reports: the goal
 
 
@@ -34,6 +37,7 @@ class Config:
     top_k: int = 3
     rank_schedules: int = 20  # more proxy-tried schedules run at full length (1 seed), for the correlation
     adalora: bool = True
+    eva: bool = True
     lr: float = 1e-3
     batch_size: int = 32
     device: str = "cpu"

@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from bench.results_md import table, wrap, write_section
-from bench.search_quality_common import ADALORA_INIT_R, BUDGET_RANK, FULL, GRID, HYDRA_GAIN, Config
+from bench.search_quality_common import ADALORA_INIT_R, BUDGET_RANK, EVA_RHO, FULL, GRID, HYDRA_GAIN, Config
 
 __all__ = ["quality_heading", "render_quality", "render_speed", "table", "wrap", "write_section"]
 
@@ -37,6 +37,10 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
     if a:
         rows.append([f"PEFT AdaLoRA {ADALORA_INIT_R}→{BUDGET_RANK}", "-", pct(a["confirmed"]),
                      f"{a['gain_points']:+.1f} (same seeds)", "-"])  # fmt: skip
+    e = r.get("eva")
+    if e:
+        rows.append([f"PEFT EVA r {BUDGET_RANK}, rho {EVA_RHO:g}", "-", pct(e["confirmed"]),
+                     f"{e['gain_points']:+.1f} (same seeds)", "-"])  # fmt: skip
     noise = r["uniform_proxy_over_seeds"]
     out = [f"### {name}: `{r['model']}` + `{r['task']}`", "",
            f"{r['sites']} sites, budget {r['budget_params']:,} params (uniform rank {BUDGET_RANK}), grid "
@@ -53,6 +57,11 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
             f"- AdaLoRA kept {a['final_rank_sum']} singular values in all (target {BUDGET_RANK} × "
             f"{r['sites']} sites), {a['final_params']:,} LoRA-equivalent params against the budget's "
             f"{a['budget_params']:,}; it trains {a['params_while_training']:,} until pruning."
+        )
+    if e:
+        out.append(
+            f"- EVA redistributed {e['final_rank_sum']} ranks (r {BUDGET_RANK} × {r['sites']} sites, rho "
+            f"{EVA_RHO:g}): {e['final_params']:,} LoRA params against the budget's {e['budget_params']:,}."
         )
     if r["perfmodel_reach"]:
         reach = "; ".join(f"seed {x['seed']}: " + (f"{x['perfmodel_trials']} trials" if x["perfmodel_trials"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 # One strategy besides the uniform baseline, 2 proxy trials of 4 steps, confirmation and AdaLoRA of 4
 # steps with 1 seed: five fine-tunes, each dominated by one evaluation (the first builds the data).
 TINY = bench.Config(tasks=("tiny-vlm",), strategies=("random",), trials=2, seeds=1, steps=4, confirm_steps=4,
-                    confirm_seeds=1, top_k=1, rank_schedules=1, adalora=True)  # fmt: skip
+                    confirm_seeds=1, top_k=1, rank_schedules=1, adalora=True, eva=True)  # fmt: skip
 
 
 def fraction(value: float) -> bool:
@@ -56,9 +57,19 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     assert 0 < adalora["final_rank_sum"] <= common.ADALORA_INIT_R * 54
     sites = common.make_space(*common.TASKS["tiny-vlm"]).sites
     assert set(adalora["final_ranks"]) == {site.name for site in sites}  # AdaLoRA on every site
-    assert task["runs"] == 5  # 2 proxy trials, uniform and trial 1 confirmed, AdaLoRA
+    eva = task["eva"]
+    assert eva["confirmed"]["n"] == 1 and fraction(eva["confirmed"]["mean"])
+    # EVA redistributes the budget's ranks (8 x 54 sites) with at most rho x 8 on a site.
+    assert set(eva["final_ranks"]) <= {site.name for site in sites} and eva["final_rank_sum"] == 8 * 54
+    assert max(eva["final_ranks"].values()) <= common.EVA_RHO * 8 and eva["final_params"] > 0
+    assert task["runs"] == 6  # 2 proxy trials, uniform and trial 1 confirmed, AdaLoRA, EVA
     lines = store.read_text().splitlines()
-    assert len(lines) == 5, "each fine-tune is stored once"
+    assert len(lines) == 6, "each fine-tune is stored once"
+    confirmations = [
+        json.loads(line) for line in lines if json.loads(json.loads(line)["key"])["split"] == "test"
+    ]
+    assert all(r["extra"]["outcomes"].startswith("800:") for r in confirmations)  # paired statistics
+    assert all(len(json.loads(r["key"])["base"]) == 64 for r in confirmations)  # the base weights' sha256
 
     # A rerun with the same store, in process this time, trains nothing and gives the same figures.
     again = bench.run(TINY, progress=False, store=store, jobs=1)
@@ -66,7 +77,7 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     assert again["tasks"] == results["tasks"]
 
     text = report.render_quality({**results, "command": "cmd", "date": "today"})
-    assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text
+    assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text and "PEFT EVA" in text
     assert "| uniform rank 8 (not searched) | - |" in text  # the baseline row stands in for the strategy
     assert "no seed-noise figure (strategy `uniform` not run)" in text
     assert "**Differs from the issue's protocol**: tasks tiny-vlm (issue: tiny-vlm,minilm)" in text
@@ -80,11 +91,12 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
 
 
 def test_presets_and_flags() -> None:
-    quick = argparse.Namespace(quick=True, tasks="minilm", strategies=None, trials=5, no_adalora=True)
+    quick = argparse.Namespace(quick=True, tasks="minilm", strategies=None, trials=5, no_adalora=True,
+                               no_eva=True)  # fmt: skip
     config = bench.config_from(quick)
     assert config.tasks == ("minilm",) and config.trials == 5 and config.seeds == bench.QUICK.seeds
-    assert config.strategies == bench.STRATEGIES and not config.adalora
-    assert bench.config_from(argparse.Namespace(quick=False, no_adalora=False)) == bench.FULL
+    assert config.strategies == bench.STRATEGIES and not config.adalora and not config.eva
+    assert bench.config_from(argparse.Namespace(quick=False, no_adalora=False, no_eva=False)) == bench.FULL
     assert report.protocol_differences(bench.FULL) == []
     with pytest.raises(SystemExit, match="--tasks"):
-        bench.config_from(argparse.Namespace(quick=False, tasks="nope", no_adalora=False))
+        bench.config_from(argparse.Namespace(quick=False, tasks="nope", no_adalora=False, no_eva=False))
