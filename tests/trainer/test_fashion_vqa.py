@@ -23,6 +23,7 @@ from ranktune.trainer.tasks.fashion_vqa import (
     make_questions,
 )
 from ranktune.trainer.tasks.registry import load_task
+from tests.trainer.training import head_losses
 
 
 def write_idx(path: Path, values: np.ndarray, magic: int, compress: bool) -> None:
@@ -129,13 +130,5 @@ def test_the_real_data_set_has_large_splits_and_trains(pretrained_tiny_vlm_dir: 
     model = task.build_model()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"model.language_model.embed_tokens.weight"}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    stream = task.batches("train", 32, seed=0)
-    losses = []
-    for _ in range(10):
-        loss = task.loss(model, next(stream))
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = head_losses(task, model, steps=10, lr=1e-2)
     assert min(losses[5:]) < losses[0]

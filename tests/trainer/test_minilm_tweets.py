@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ranktune.trainer.errors import TaskError
 from ranktune.trainer.tasks import minilm_tweets
 from ranktune.trainer.tasks.minilm_tweets import LABELS, MiniLMTweetsTask, read_tweets, split_tweets
 from ranktune.trainer.tasks.registry import load_task
+from tests.trainer.training import head_losses
 
 
 def write_corpus(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -84,14 +84,6 @@ def test_the_real_corpus_gives_large_disjoint_splits(tweets: MiniLMTweetsTask) -
 def test_it_trains_the_head_and_resolves_from_the_registry(tweets: MiniLMTweetsTask) -> None:
     assert isinstance(load_task("builtin:minilm-tweets", "builtin:minilm"), MiniLMTweetsTask)
     model = tweets.build_model()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    stream = tweets.batches("train", 32, seed=0)
-    losses = []
-    for _ in range(6):
-        loss = tweets.loss(model, next(stream))
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = head_losses(tweets, model, steps=6, lr=3e-3)
     assert min(losses[3:]) < losses[0]
     assert tweets.tensors("val")["input_ids"].shape[1] <= tweets.max_length

@@ -27,7 +27,7 @@ import numpy as np
 from ranktune.trainer.builtin.mnist import load_digits
 from ranktune.trainer.builtin.tiny_vlm import DIGIT_WORDS, VOCABULARY
 from ranktune.trainer.tasks.base import Split
-from ranktune.trainer.tasks.image_qa import ImageQuestion, TinyVLMQuestionsTask
+from ranktune.trainer.tasks.image_qa import ImageQuestion, TinyVLMQuestionsTask, questions_from_templates
 
 DATA_SEED = 7
 QUESTIONS_PER_IMAGE: dict[Split, int] = {"train": 4, "val": 2, "test": 2}
@@ -49,14 +49,7 @@ QUESTION_TEMPLATES: tuple[tuple[str, Callable[[int], str]], ...] = (
 
 
 def make_questions(labels: np.ndarray, per_image: int, seed: int) -> list[ImageQuestion]:
-    """``per_image`` questions with distinct templates for every image, deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
-    questions = []
-    for image, digit in enumerate(labels.tolist()):
-        for template in rng.permutation(len(QUESTION_TEMPLATES))[:per_image].tolist():
-            question, answer = QUESTION_TEMPLATES[template]
-            questions.append(ImageQuestion(image, question, answer(digit)))
-    return questions
+    return questions_from_templates(labels, QUESTION_TEMPLATES, per_image, seed)
 
 
 def word_ids(text: str) -> list[int]:

@@ -28,7 +28,7 @@ import numpy as np
 from ranktune.trainer.builtin.fashion_mnist import load_fashion
 from ranktune.trainer.builtin.tiny_vlm import VOCAB_SIZE, VOCABULARY
 from ranktune.trainer.tasks.base import Split
-from ranktune.trainer.tasks.image_qa import ImageQuestion, TinyVLMQuestionsTask
+from ranktune.trainer.tasks.image_qa import ImageQuestion, TinyVLMQuestionsTask, questions_from_templates
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,14 +61,7 @@ QUESTION_TEMPLATES = (
 
 
 def make_questions(labels: np.ndarray, per_image: int, seed: int) -> list[ImageQuestion]:
-    """``per_image`` questions with distinct templates for every image, deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
-    questions = []
-    for image, label in enumerate(labels.tolist()):
-        for template in rng.permutation(len(QUESTION_TEMPLATES))[:per_image].tolist():
-            question, answer = QUESTION_TEMPLATES[template]
-            questions.append(ImageQuestion(image, question, answer(label)))
-    return questions
+    return questions_from_templates(labels, QUESTION_TEMPLATES, per_image, seed)
 
 
 def grow_vocabulary(model: PreTrainedModel, size: int = FASHION_VOCAB_SIZE, seed: int = VOCAB_SEED) -> None:

@@ -10,7 +10,7 @@ is over the answer and ``<eos>``, the metric exact-match accuracy with one teach
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -29,6 +29,24 @@ class ImageQuestion:
     image: int  # row in the split's image pool
     question: str
     answer: str
+
+
+Template = tuple[str, Callable[[int], str]]  # a question and its answer as a function of the label
+
+
+def questions_from_templates(
+    labels: np.ndarray, templates: Sequence[Template], per_image: int, seed: int
+) -> list[ImageQuestion]:
+    """``per_image`` questions with distinct templates for every image, deterministic in ``seed``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    questions = []
+    for image, label in enumerate(labels.tolist()):
+        for template in rng.permutation(len(templates))[:per_image].tolist():
+            question, answer = templates[template]
+            questions.append(ImageQuestion(image, question, answer(label)))
+    return questions
 
 
 class TinyVLMQuestionsTask(Task):
