@@ -48,17 +48,55 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench.search_quality_bench import TaskBench, proxy_best, trials_to_reach
 from bench.search_quality_common import FULL, QUICK, STRATEGIES, TASKS, Config, mean_std, objective
 from bench.search_quality_runs import RunStore
-from ranktune.search.confirm import ConfirmResult, summarize
+from ranktune.search.confirm import SEED_OFFSET, ConfirmResult, summarize
+from ranktune.search.paired import decode_outcomes, paired_gain
 from ranktune.search.perfmodel import spearman
 from ranktune.search.schedule import RankSchedule
 
 
+def confirmed_runs(bench: TaskBench, schedule: RankSchedule, search_seed: int) -> dict[int, Any]:
+    """``index -> (test metric, outcomes or None)`` of a schedule's confirmation runs for one search seed;
+    the index (search seed, confirm seed number) pairs them with uniform's runs of the same seeds."""
+    runs: dict[int, Any] = {}
+    for number in range(bench.config.confirm_seeds):
+        seed = SEED_OFFSET + search_seed + number
+        value = bench.full_run(schedule, seed)
+        record = bench.store.get(
+            bench.runner.lora_key(schedule.ranks, seed, bench.config.confirm_steps, "test")
+        )
+        text = (record or {}).get("extra", {}).get("outcomes")
+        runs[search_seed * 1000 + number] = (value, decode_outcomes(text) if text else None)
+    return runs
+
+
+def seconds_of(bench: TaskBench, ranks: tuple[int, ...], seed: int, steps: int, split: str) -> float:
+    record = bench.store.get(bench.runner.lora_key(ranks, seed, steps, split))
+    return float(record["wall_s"]) if record else 0.0
+
+
 def strategy_figures(bench: TaskBench) -> dict[str, Any]:
     baseline = [v for seed in bench.seeds for v in bench.confirmed(bench.uniform, seed)]
+    uniform_runs = {
+        k: v for seed in bench.seeds for k, v in confirmed_runs(bench, bench.uniform, seed).items()
+    }
+    c = bench.config
+    full_run_s = statistics.mean(
+        seconds_of(bench, bench.uniform.ranks, SEED_OFFSET + seed + n, c.confirm_steps, "test")
+        for seed in bench.seeds for n in range(c.confirm_seeds)
+    )  # fmt: skip
     plans = bench.plans()
     figures: dict[str, Any] = {}
     for strategy, by_seed in bench.histories.items():
         best = {seed: proxy_best(h) for seed, h in by_seed.items()}
+        best_runs = {
+            k: v for seed, b in best.items() for k, v in confirmed_runs(bench, b.schedule, seed).items()
+        }
+        paired = paired_gain(best_runs, uniform_runs)
+        proxy_s = sum(seconds_of(bench, t.schedule.ranks, t.proxy_seed, c.steps, "val")
+                      for h in by_seed.values() for t in h)  # fmt: skip
+        confirm_s = sum(seconds_of(bench, r.schedule.ranks, r.seed, c.confirm_steps, "test")
+                        for seed in bench.seeds for r in plans[(strategy, seed)])  # fmt: skip
+        per_search = (proxy_s + confirm_s) / len(bench.seeds)  # one search and its confirmation
         values = [v for seed, b in best.items() for v in bench.confirmed(b.schedule, seed)]
         runs = [[ConfirmResult(r.confirms, r.seed, bench.full_run(r.schedule, r.seed))
                  for r in plans[(strategy, seed)]] for seed in bench.seeds]  # fmt: skip
@@ -68,6 +106,9 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
             "confirmed": mean_std(values),
             "gain_points": 100 * (statistics.mean(values) - statistics.mean(baseline)),
             "service_result": mean_std([v for r in results if r for v in r["winner"]["objectives"]]),
+            "paired": paired.to_json() if paired else None,
+            "compute": {"proxy_s": proxy_s, "confirm_s": confirm_s, "full_run_s": full_run_s,
+                        "full_runs": per_search / full_run_s if full_run_s else None},
             "trials": {seed: [{"number": t.number, "ranks": t.schedule.ranks, "seed": t.proxy_seed,
                                "objective": t.objective} for t in h] for seed, h in by_seed.items()},
         }  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 from bench.search_quality_bench import TaskBench
 from bench.search_quality_common import mean_std
 from ranktune.search.confirm import SEED_OFFSET
+from ranktune.search.paired import decode_outcomes, paired_gain
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.space import HierarchicalSpace
 
@@ -68,6 +69,7 @@ def run_peft_baseline(
 
     c, space, runner = bench.config, bench.space, bench.runner
     values, ranks, seconds = [], {}, 0.0
+    runs: dict[int, tuple[float, Any]] = {}
     empty = RankSchedule(space.sites, (0,) * len(space.sites), space.alpha)
     first = SEED_OFFSET + bench.seeds[0]
     with bench.bar(label, c.confirm_seeds) as bar:
@@ -88,11 +90,23 @@ def run_peft_baseline(
             key = runner.key(method=method, seed=seed, steps=c.confirm_steps, split="test")
             record = runner.recall(key, train)
             values.append(float(record["metric"]))
+            outcomes = record["extra"].get("outcomes")
+            runs[seed] = (values[-1], decode_outcomes(outcomes) if outcomes else None)
             ranks, seconds = record["extra"]["final_ranks"], seconds + float(record["wall_s"])
             bar.set_postfix(test=f"{record['metric']:.3f}")
             bar.update(1)
     uniform = bench.confirmed(bench.uniform, bench.seeds[0])
+    uniform_runs, uniform_s = {}, []
+    for seed, value in zip(range(first, first + c.confirm_seeds), uniform, strict=True):
+        found = bench.store.get(runner.lora_key(bench.uniform.ranks, seed, c.confirm_steps, "test")) or {}
+        outcomes = found.get("extra", {}).get("outcomes")
+        uniform_runs[seed] = (value, decode_outcomes(outcomes) if outcomes else None)
+        uniform_s.append(float(found.get("wall_s", 0.0)))
+    paired = paired_gain(runs, uniform_runs)
+    unit = statistics.mean(uniform_s)
     return {
+        "paired": paired.to_json() if paired else None,
+        "compute": {"seconds": seconds, "full_runs": seconds / len(values) / unit if unit else None},
         "confirmed": mean_std(values),
         "gain_points": 100 * (statistics.mean(values) - statistics.mean(uniform)),
         "final_rank_sum": sum(ranks.values()), "budget_params": space.budget.params,

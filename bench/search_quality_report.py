@@ -27,27 +27,45 @@ def quality_heading(results: dict[str, Any]) -> str:
     return f"Search quality ({', '.join(results['config']['tasks'])})"
 
 
+def paired_ci(figures: dict[str, Any]) -> str:
+    """The paired gain over uniform with its 95% interval, in points ("-" where not measured)."""
+    p = figures.get("paired")
+    if not p or p.get("ci") is None:
+        return "-"
+    low, high = p["ci"]
+    return f"{100 * p['gain']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def full_runs(figures: dict[str, Any]) -> str:
+    value = (figures.get("compute") or {}).get("full_runs")
+    return "-" if value is None else f"{value:.1f}"
+
+
 def render_task(name: str, r: dict[str, Any], c: Config) -> str:
-    rows = [[s, pct(f["proxy_best"]), pct(f["confirmed"]), f"{f['gain_points']:+.1f}",
-             pct(f["service_result"])] for s, f in r["strategies"].items()]  # fmt: skip
+    rows = [[s, pct(f["proxy_best"]), pct(f["confirmed"]), f"{f['gain_points']:+.1f}", paired_ci(f),
+             pct(f["service_result"]), full_runs(f)] for s, f in r["strategies"].items()]  # fmt: skip
     if "uniform" not in r["strategies"]:  # not searched: its schedule is every search's trial 0
         baseline = pct(r["uniform_confirmed"])
-        rows.insert(0, [f"uniform rank {BUDGET_RANK} (not searched)", "-", baseline, "+0.0", "-"])
+        rows.insert(0, [f"uniform rank {BUDGET_RANK} (not searched)", "-", baseline, "+0.0", "-", "-", "1.0"])
     a = r["adalora"]
     if a:
         rows.append([f"PEFT AdaLoRA {ADALORA_INIT_R}→{BUDGET_RANK}", "-", pct(a["confirmed"]),
-                     f"{a['gain_points']:+.1f} (same seeds)", "-"])  # fmt: skip
+                     f"{a['gain_points']:+.1f} (same seeds)", paired_ci(a), "-", full_runs(a)])  # fmt: skip
     e = r.get("eva")
     if e:
         rows.append([f"PEFT EVA r {BUDGET_RANK}, rho {EVA_RHO:g}", "-", pct(e["confirmed"]),
-                     f"{e['gain_points']:+.1f} (same seeds)", "-"])  # fmt: skip
+                     f"{e['gain_points']:+.1f} (same seeds)", paired_ci(e), "-", full_runs(e)])  # fmt: skip
     noise = r["uniform_proxy_over_seeds"]
     out = [f"### {name}: `{r['model']}` + `{r['task']}`", "",
            f"{r['sites']} sites, budget {r['budget_params']:,} params (uniform rank {BUDGET_RANK}), grid "
            f"{list(GRID)}.", "",
            table(["strategy", f"proxy best of {c.trials} (val, %)", "its schedule confirmed (test, %)",
-                  "gain over uniform (points)", "service result: best of top-k + uniform (test, %)"],
-                 rows), "",
+                  "gain over uniform (points)", "paired gain [95% CI] (points)",
+                  "service result: best of top-k + uniform (test, %)",
+                  "compute per search (full-run equivalents)"], rows), "",
+           "- Paired gain: each search's proxy-best against uniform on the same confirm seeds and test "
+           "examples (`search.paired`); compute: one search's proxies and confirmation runs (PEFT rows: one "
+           "run) in units of one full-length uniform run.",
            f"- Uniform rank {BUDGET_RANK} confirmed: {pct(r['uniform_confirmed'])}; "
            + (f"the same schedule's proxy objective over the proxy seeds of strategy `uniform` (seed "
               f"noise): {pct(noise)}." if noise

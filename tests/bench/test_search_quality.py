@@ -45,6 +45,13 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     assert baseline["n"] == 1 and fraction(baseline["mean"])
     assert random["gain_points"] == pytest.approx(100 * (random["confirmed"]["mean"] - baseline["mean"]))
     assert random["service_result"]["mean"] >= baseline["mean"]  # the service keeps the better of the two
+    # One search seed and one confirm seed: paired over the 800 test questions only.
+    assert random["paired"]["method"] == "examples (one seed)" and random["paired"]["examples"] == 800
+    assert random["paired"]["gain"] == pytest.approx(random["gain_points"] / 100)
+    compute = random["compute"]  # 2 proxies of 4 steps and 2 confirmation runs of 4 steps
+    assert compute["full_runs"] == pytest.approx(
+        (compute["proxy_s"] + compute["confirm_s"]) / compute["full_run_s"]
+    )
     assert task["perfmodel_reach"] is None  # needs tpe and perfmodel
     assert task["uniform_proxy_over_seeds"] is None  # needs the uniform strategy
     assert task["model_pool"] == len({tuple(t["ranks"]) for t in trials}) and task["model_curve"] == []
@@ -79,6 +86,7 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     text = report.render_quality({**results, "command": "cmd", "date": "today"})
     assert "### tiny-vlm" in text and "| random |" in text and "PEFT AdaLoRA" in text and "PEFT EVA" in text
     assert "| uniform rank 8 (not searched) | - |" in text  # the baseline row stands in for the strategy
+    assert "paired gain [95% CI] (points)" in text and "compute per search (full-run equivalents)" in text
     assert "no seed-noise figure (strategy `uniform` not run)" in text
     assert "**Differs from the issue's protocol**: tasks tiny-vlm (issue: tiny-vlm,minilm)" in text
     results_md = tmp_path / "RESULTS.md"
