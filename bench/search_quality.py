@@ -50,7 +50,7 @@ from bench.search_quality_common import FULL, QUICK, STRATEGIES, TASKS, Config, 
 from bench.search_quality_runs import RunStore
 from ranktune.search.confirm import SEED_OFFSET, ConfirmResult, summarize
 from ranktune.search.paired import decode_outcomes, paired_gain
-from ranktune.search.perfmodel import spearman
+from ranktune.search.perfmodel import spearman, spearman_interval
 from ranktune.search.schedule import RankSchedule
 
 
@@ -141,7 +141,9 @@ def proxy_vs_full(bench: TaskBench) -> dict[str, Any]:
         if len(pairs) > 2
         else None
     )
-    return {"schedules": len(pairs), "extra_schedules": len(bench.extra), "spearman": rho, "pairs": pairs}
+    interval = spearman_interval(np.asarray([p for p, _ in pairs]), np.asarray([f for _, f in pairs]))
+    return {"schedules": len(pairs), "extra_schedules": len(bench.extra), "spearman": rho,
+            "spearman_ci": list(interval) if interval else None, "pairs": pairs}  # fmt: skip
 
 
 def run_task(name: str, config: Config, progress: bool, store: RunStore, jobs: int,

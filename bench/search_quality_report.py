@@ -94,9 +94,11 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
             table(["fitted on n", "held out", "Spearman, first n trials",
                    "Spearman, n at random (mean of 5)"], curve) if curve else "(too few trials)"]  # fmt: skip
     p = r["proxy_vs_full"]
+    ci = p.get("spearman_ci")
+    interval = f" (95% bootstrap CI {rho(ci[0])} to {rho(ci[1])})" if ci else ""
     out.append(f"\nProxy ({c.steps} steps, val) vs full length ({c.confirm_steps} steps, test): Spearman "
-               f"{rho(p['spearman'])} over {p['schedules']} schedules, {p['extra_schedules']} of them run at "
-               "full length only for this figure (1 seed).")  # fmt: skip
+               f"{rho(p['spearman'])}{interval} over {p['schedules']} schedules, {p['extra_schedules']} of "
+               "them run at full length only for this figure (1 seed).")  # fmt: skip
     return "\n".join(out)
 
 

@@ -153,6 +153,26 @@ def spearman(a: NDArray[np.float64], b: NDArray[np.float64]) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def spearman_interval(
+    a: NDArray[np.float64], b: NDArray[np.float64], confidence: float = 0.95, reps: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of Spearman's rho over the (a, b) pairs; None below 4 pairs."""
+    if len(a) < 4:
+        return None
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(a), size=(reps, len(a)))
+    ra, rb = rankdata(np.asarray(a)[index], axis=1), rankdata(np.asarray(b)[index], axis=1)
+    ra, rb = ra - ra.mean(axis=1, keepdims=True), rb - rb.mean(axis=1, keepdims=True)
+    scale = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
+    rho = (ra * rb).sum(axis=1)[scale > 0] / scale[scale > 0]  # resamples with a constant side drop out
+    if rho.size < reps // 2:
+        return None
+    tail = (1 - confidence) / 2
+    return float(np.quantile(rho, tail)), float(np.quantile(rho, 1 - tail))
+
+
 def cross_validate(
     features: NDArray[np.float64],
     targets: NDArray[np.float64],

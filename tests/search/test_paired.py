@@ -125,3 +125,18 @@ def test_a_real_seed_effect_widens_the_interval_enough_to_keep_coverage() -> Non
         widths.append(result.high - result.low)
     assert covered / 200 >= 0.9
     assert np.median(widths) > 0.06  # wider than examples alone would make it (about 0.05 here)
+
+
+def test_spearman_interval_brackets_the_estimate() -> None:
+    from ranktune.search.perfmodel import spearman, spearman_interval
+
+    rng = np.random.default_rng(5)
+    a = rng.random(30)
+    b = a + rng.normal(0, 0.3, 30)
+    interval = spearman_interval(a, b)
+    rho = spearman(a, b)
+    assert interval is not None and rho is not None and interval[0] < rho < interval[1] <= 1.0
+    assert spearman_interval(a, a) == (1.0, 1.0)  # every resample is perfectly ranked
+    assert spearman_interval(a[:3], b[:3]) is None
+    unrelated = spearman_interval(a, rng.random(30))
+    assert unrelated is not None and unrelated[0] < 0 < unrelated[1]
