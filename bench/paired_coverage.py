@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
 import statistics
 import sys
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results_md import machine, table, wrap, write_section
+from bench.results_md import command_line, machine, publish, table, wrap
 from ranktune.search.paired import paired_gain
 
 SEEDS = (1, 2, 3, 5)
@@ -78,13 +77,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = [simulate(s, e, args.examples, args.reps, rng) for s in SEEDS for e in SEED_EFFECTS]
-    command = shlex.join(
-        [".venv/bin/python", "bench/paired_coverage.py", *(sys.argv[1:] if argv is None else argv)]
+    publish(
+        "Paired confirmation intervals", render(rows, command_line("paired_coverage.py", argv)), args.write
     )
-    text = render(rows, command)
-    print(text)
-    if args.write:
-        write_section("Paired confirmation intervals", text)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
+import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -43,3 +46,15 @@ def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
     else:
         text = text.rstrip() + "\n\n" + block
     path.write_text(text)
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How a bench was invoked, as a copy-pastable command from the repository root."""
+    return shlex.join([".venv/bin/python", f"bench/{script}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def publish(heading: str, text: str, write: bool) -> None:
+    """Print a section and, with ``write``, put it into RESULTS.md under ``heading``."""
+    print(text)
+    if write:
+        write_section(heading, text)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results_md import machine, table, wrap, write_section
+from bench.results_md import command_line, machine, publish, table, wrap
 from bench.search_quality_runs import RunStore, run_key
 
 DEFAULT_STORE = Path(__file__).resolve().parent / "runs" / "task_headroom.jsonl"
@@ -137,13 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = stored_rows(store, args.steps)
     if not rows:
         raise SystemExit(f"--store: {args.store} holds no run of {args.steps} steps")
-    command = shlex.join(
-        [".venv/bin/python", "bench/task_headroom.py", *(sys.argv[1:] if argv is None else argv)]
-    )
-    text = render(rows, command)
-    print(text)
-    if args.write:
-        write_section("Task headroom", text)
+    publish("Task headroom", render(rows, command_line("task_headroom.py", argv)), args.write)
 
 
 if __name__ == "__main__":

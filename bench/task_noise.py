@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
 import statistics
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results_md import machine, table, wrap, write_section
+from bench.results_md import command_line, machine, publish, table, wrap
 from bench.search_quality_runs import RunStore, run_key
 from bench.task_headroom import TASKS, fingerprints
 
@@ -144,13 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows.append(figures(model, task, steps(model), records))
     if not rows:
         raise SystemExit(f"--store: {args.store} holds no finished run of the chosen tasks")
-    command = shlex.join(
-        [".venv/bin/python", "bench/task_noise.py", *(sys.argv[1:] if argv is None else argv)]
-    )
-    text = render(rows, command)
-    print(text)
-    if args.write:
-        write_section("Task noise", text)
+    publish("Task noise", render(rows, command_line("task_noise.py", argv)), args.write)
 
 
 if __name__ == "__main__":
