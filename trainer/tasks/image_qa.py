@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ranktune.trainer.tasks.base import SPLITS, Batch, Split, Task, sha256_of, tensor_batches
-from ranktune.trainer.tasks.vqa import exact_match, qa_loss, tiny_vlm_qa_tensors
+from ranktune.trainer.tasks.base import SPLITS, Batch, Split, sha256_of, tensor_batches
+from ranktune.trainer.tasks.vqa import AnswerTask, tiny_vlm_qa_tensors
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
     from torch import nn
 
 
@@ -49,7 +48,7 @@ def questions_from_templates(
     return questions
 
 
-class TinyVLMQuestionsTask(Task):
+class TinyVLMQuestionsTask(AnswerTask):
     """Answer questions about images in words with the tiny VLM; exact-match accuracy."""
 
     metric: ClassVar[str] = "accuracy"
@@ -101,14 +100,6 @@ class TinyVLMQuestionsTask(Task):
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
         return tensor_batches(self.tensors(split), split, batch_size, seed)
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return qa_loss(model, batch)
-
-    def evaluate_outcomes(
-        self, model: nn.Module, split: Split = "val", batch_size: int = 256
-    ) -> torch.Tensor:
-        return exact_match(model, self.batches(split, batch_size, seed=0))
 
     def split_size(self, split: Split) -> int:
         return len(self.questions(split))

@@ -29,10 +29,9 @@ from ranktune.trainer.builtin.tiny_vlm import IMAGE_SIZE, IMAGE_TOKENS, UNK_ID, 
 from ranktune.trainer.errors import TaskError
 from ranktune.trainer.tasks.base import Batch, Split, Task, tensor_batches
 from ranktune.trainer.tasks.jsonl_records import Record
-from ranktune.trainer.tasks.vqa import IGNORE_INDEX, exact_match, qa_loss, tiny_vlm_qa_tensors
+from ranktune.trainer.tasks.vqa import IGNORE_INDEX, AnswerTask, tiny_vlm_qa_tensors
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
     from torch import nn
 
@@ -58,7 +57,7 @@ def tiny_words(text: str) -> list[str]:
     return re.sub(r"([?.:])", r" \1 ", text.lower()).split()
 
 
-class JsonlTinyVQATask(Task):
+class JsonlTinyVQATask(AnswerTask):
     """VQA from JSONL for ``builtin:tiny-vlm`` or a directory saved from it."""
 
     name: ClassVar[str] = "jsonl:vqa"
@@ -105,19 +104,11 @@ class JsonlTinyVQATask(Task):
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
         return tensor_batches(self._tensors[split], split, batch_size, seed)
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return qa_loss(model, batch)
-
-    def evaluate_outcomes(
-        self, model: nn.Module, split: Split = "val", batch_size: int = 256
-    ) -> torch.Tensor:
-        return exact_match(model, self.batches(split, batch_size, seed=0))
-
     def split_size(self, split: Split) -> int:
         return self._sizes[split]
 
 
-class JsonlProcessorVQATask(Task):
+class JsonlProcessorVQATask(AnswerTask):
     """VQA from JSONL for a LLaVA-style model directory with an ``AutoProcessor``."""
 
     name: ClassVar[str] = "jsonl:vqa"
@@ -186,14 +177,6 @@ class JsonlProcessorVQATask(Task):
         rows = {"row": torch.arange(len(records))}
         for chosen in tensor_batches(rows, split, batch_size, seed):
             yield self.encode([records[i] for i in chosen["row"].tolist()])
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return qa_loss(model, batch)
-
-    def evaluate_outcomes(
-        self, model: nn.Module, split: Split = "val", batch_size: int = 256
-    ) -> torch.Tensor:
-        return exact_match(model, self.batches(split, batch_size, seed=0))
 
     def split_size(self, split: Split) -> int:
         return len(self.splits[split])

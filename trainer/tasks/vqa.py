@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ranktune.trainer.builtin.tiny_vlm import BOS_ID, EOS_ID, IMAGE_ID, IMAGE_TOKENS, PAD_ID
-from ranktune.trainer.tasks.base import Batch, evaluating, model_device, to_device
+from ranktune.trainer.tasks.base import Batch, Split, Task, evaluating, model_device, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -85,3 +85,15 @@ def exact_match(model: nn.Module, batches: Iterable[Batch]) -> torch.Tensor:
             logits = model(**inputs).logits
             right.append(rows_exactly_right(logits.float(), batch["labels"].to(device)).cpu())
     return torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
+
+
+class AnswerTask(Task):
+    """A task answered in words: the loss is over the answer tokens, the metric exact match per example."""
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return qa_loss(model, batch)
+
+    def evaluate_outcomes(
+        self, model: nn.Module, split: Split = "val", batch_size: int = 256
+    ) -> torch.Tensor:
+        return exact_match(model, self.batches(split, batch_size, seed=0))
