@@ -12,14 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 import pytest
 
-from ranktune.search.paired import encode_outcomes
 from ranktune.service.app import create_app
 from ranktune.service.db.repository.tokens import create_token
 from tests.service.api import Api, make_settings
 from tests.service.databases import SqliteDatabases
+from tests.service.seeding import seed_confirmed_search
 from tests.service.server import LiveServer
 from tests.service.test_dashboard import (
     ACCURACY,
@@ -252,27 +251,6 @@ def test_live_updates_and_open_mode(tmp_path: Path, browser: Browser) -> None:
             page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
             assert watch.dialogs == [] and watch.errors == [] and watch.offsite == []
             page.context.close()
-
-
-def seed_confirmed_search(user: Api, worker: Api, examples: int = 3000) -> int:
-    """A search with confirmation whose workers send per-example outcomes: on each seed the confirmed
-    schedule is right wherever uniform is, and on about 2.5 points more of the examples."""
-    search = user.submit(name="confirmed search", max_trials=3, parallelism=3, max_attempts=1,
-                         confirm={"top_k": 1, "steps": 50, "seeds": 2})  # fmt: skip
-    rng = np.random.default_rng(0)
-    difficulty = rng.random(examples)
-    uniform: dict[int, np.ndarray] = {}  # per seed: what uniform gets right
-    while (job := worker.claim()) is not None:
-        seed = job["proxy"]["seed"]
-        right = uniform.setdefault(seed, rng.random(examples) > difficulty * 0.6)
-        trial = next((t for t in user.trials(search["id"]) if t["id"] == job["trial_id"]), {})
-        if trial.get("confirms"):  # a confirmation of a proxy trial other than the uniform trial 0
-            right = right | (rng.random(examples) < 0.08)
-        accuracy = 0.9 if job["kind"] == "proxy" and job["trial_number"] == 1 else float(right.mean())
-        answer = worker.complete(job, accuracy=accuracy, outcomes=encode_outcomes(right))
-        assert answer.status_code == 200, answer.text
-    search_id: int = search["id"]
-    return search_id
 
 
 def test_dashboard_shows_the_confirmed_gain_with_its_interval(browser: Browser, site: Site) -> None:

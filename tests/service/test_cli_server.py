@@ -7,13 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ranktune.service.app import create_app
 from ranktune.service.cli import app
-from tests.service.api import WORKER, make_settings
+from ranktune.service.db.repository.tokens import create_token
+from tests.service.api import WORKER, Api, make_settings
+from tests.service.databases import SqliteDatabases
+from tests.service.seeding import seed_confirmed_search
+from tests.service.server import LiveServer
 
 RANKTUNE = str(Path(sys.executable).parent / "ranktune")
 runner = CliRunner()
@@ -73,3 +78,19 @@ def test_token_commands(database_url: str, monkeypatch: pytest.MonkeyPatch) -> N
         assert client.post("/api/v1/leases", json={"worker": WORKER}, headers=headers).status_code == 401
     missing = runner.invoke(app, ["token", "revoke", "nobody"])
     assert missing.exit_code == 2 and "no token named 'nobody'" in missing.output
+
+
+def test_status_of_a_confirmed_search_shows_the_paired_interval(tmp_path: Path) -> None:
+    with SqliteDatabases(tmp_path).fresh() as url:
+        server_app = create_app(make_settings(url))
+        with server_app.state.sessions() as session:
+            user = create_token(session, "cli-user", "user")[1]
+            worker = create_token(session, "cli-worker", "worker")[1]
+        with LiveServer(server_app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            search_id = seed_confirmed_search(Api(client, token=user), Api(client, token=worker))
+            args = ["status", str(search_id), "--server", server.url, "--token", user]
+            result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "confirmed: trial" in text and "95% CI" in text
+    assert "paired over 2 seeds x 3,000 examples): significant gain" in text
