@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ranktune.trainer.builtin.mnist import DigitImages
 from ranktune.trainer.errors import TaskError
 
 DIR_ENV = "RANKTUNE_FASHION_MNIST_DIR"
@@ -36,18 +36,6 @@ Pool = Literal["train", "val", "test"]
 SPLIT_SEED = 20_261_204
 POOL_SIZES: dict[Pool, int] = {"train": 12_000, "val": 2_000, "test": 6_000}
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
-
-
-@dataclass(frozen=True)
-class FashionImages:
-    """Images as float32 (N, 1, 28, 28) in [0, 1], labels as int64 (N,), and their rows in the file."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    indices: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def data_dir() -> Path:
@@ -117,7 +105,7 @@ def pool_indices(pool: Pool, available: int) -> np.ndarray:
     return np.sort(order[:train] if pool == "train" else order[train:val_end])
 
 
-def load_fashion(pool: Pool, folder: Path | None = None) -> FashionImages:
+def load_fashion(pool: Pool, folder: Path | None = None) -> DigitImages:
     images, labels = read_file_pair("test" if pool == "test" else "train", folder or data_dir())
     indices = pool_indices(pool, len(labels))
-    return FashionImages(images=images[indices], labels=labels[indices], indices=indices)
+    return DigitImages(images=images[indices], labels=labels[indices], indices=indices)

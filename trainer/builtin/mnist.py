@@ -25,7 +25,8 @@ TOTAL = 5000
 
 @dataclass(frozen=True)
 class DigitImages:
-    """Images as float32 (N, 1, 28, 28) in [0, 1], labels as int64 (N,), and their source indices."""
+    """Images as float32 (N, 1, 28, 28) in [0, 1], labels as int64 (N,), and their source indices
+    (the Fashion-MNIST pools of ``fashion_mnist`` use the same container)."""
 
     images: np.ndarray
     labels: np.ndarray
