@@ -7,7 +7,7 @@ learning rate, proxy seeds whose scores are averaged); its proxies run on the va
 needs go to the same store (a rerun trains only what is missing), and all variants are scored on the
 same schedules in one run:
 
-- Spearman of the proxy against the reference, with a bootstrap 90% interval over schedules, and the
+- Spearman of the proxy against the reference, with a bootstrap 95% interval over schedules, and the
   share of bootstrap resamples in which the variant beats the first variant (paired);
 - the reference score of the proxy's top 5 against the best 5 and the mean of all: what a search that
   trusts this proxy keeps;
@@ -48,6 +48,7 @@ from ranktune.search.perfmodel import spearman
 
 TOP = 5  # the proxy's top schedules whose reference score is reported
 BOOTSTRAP = 2000
+LEVEL = 0.95  # the bootstrap interval's coverage
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return math.nan if value is None else value
 
 
+def tails(level: float) -> tuple[float, float]:
+    return (1 - level) / 2, (1 + level) / 2
+
+
 def fidelity(proxy: np.ndarray, full: np.ndarray, base: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """How ``proxy`` (per schedule) ranks ``full``; bootstrap against ``base``, another proxy."""
     rng = np.random.default_rng(seed)
@@ -142,7 +147,7 @@ def fidelity(proxy: np.ndarray, full: np.ndarray, base: np.ndarray, seed: int = 
     top = np.argsort(-proxy, kind="stable")[:TOP]
     return {
         "spearman": rho,
-        "interval": [float(np.quantile(ranked, q)) if ranked else math.nan for q in (0.05, 0.95)],
+        "interval": [float(np.quantile(ranked, q)) if ranked else math.nan for q in tails(LEVEL)],
         "beats_first": wins / BOOTSTRAP,
         "top_full": float(full[top].mean()),
         "proxy_best_full": float(full[top[0]]),
@@ -201,7 +206,8 @@ def cost(row: dict[str, Any]) -> int:
 
 def render(results: dict[str, Any]) -> str:
     first = results["variants"][0]
-    header = ["variant", "Spearman vs full", "90% interval", "beats the first (bootstrap)",
+    level = results.get("level", 0.90)  # results saved before the level was recorded used 90%
+    header = ["variant", "Spearman vs full", f"{100 * level:.0f}% interval", "beats the first (bootstrap)",
               f"full score of the proxy's top {TOP} (%)", "proxy best's full score (%)",
               "proxy seed vs seed Spearman", "s per proxy run", "cost (steps)"]  # fmt: skip
     rows = []
@@ -274,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                       args.threads, limit=args.limit)  # fmt: skip
         command = [".venv/bin/python", "bench/proxy_fidelity.py", *(sys.argv[1:] if argv is None else argv)]
         results = {"command": shlex.join(command), "date": datetime.date.today().isoformat(),
-                   "machine": machine(), "threads": args.threads, "jobs": args.jobs, **figures}  # fmt: skip
+                   "machine": machine(), "threads": args.threads, "jobs": args.jobs, "level": LEVEL,
+                   **figures}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     body = wrap(render(results))
