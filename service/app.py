@@ -13,8 +13,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ranktune.service import optuna_mirror
 from ranktune.service.api.errors import install_error_handlers
+from ranktune.service.api.limits import RequestLimits
 from ranktune.service.api.routes import admin, dashboard, health, leases, searches
-from ranktune.service.auth import any_active_token
+from ranktune.service.auth import is_open
 from ranktune.service.db import leases as lease_protocol
 from ranktune.service.db.engine import make_engine, make_sessionmaker
 from ranktune.service.db.migrate import head_revision
@@ -62,12 +63,14 @@ def warn_if_open(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     try:
         with app.state.sessions() as session:
-            tokens_exist = any_active_token(session)
+            serving_open = is_open(session, settings.open_policy)
     except SQLAlchemyError:
         return  # /healthz reports the database; the warning waits for the first request
-    if not tokens_exist and settings.is_loopback:
+    if serving_open and settings.open_mode == "on":
+        log.warning("running OPEN (RANKTUNE_OPEN_MODE=on): requests to %s need no token", settings.host)
+    elif serving_open:
         log.warning(
-            "running OPEN: no API token exists, so requests to %s need none; create one with "
+            "running OPEN: no API token was ever created, so requests to %s need none; create one with "
             "`ranktune token create --role admin --name NAME`",
             settings.host,
         )
@@ -107,6 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.state.head_revision = head_revision()
     install_error_handlers(app)
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_field_bytes=settings.max_json_field_bytes,
+    )
     for router in (searches.router, leases.router, admin.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)  # /healthz and /metrics at the root too

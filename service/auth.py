@@ -2,8 +2,9 @@
 
 A token is ``rt_`` + 43 url-safe characters (256 random bits); the database keeps only its sha256.
 Roles: ``admin`` may do everything, ``user`` the user API (searches, trials, export, workers list),
-``worker`` only the lease endpoints. Open mode: a server bound to a loopback host with no unrevoked
-token accepts requests without a token (as admin) and says so in its log.
+``worker`` only the lease endpoints. Open mode: a server bound to a loopback host accepts requests
+without a token (as admin) until the first token is created, and says so in its log. Revoking tokens
+never opens it again (``RANKTUNE_OPEN_MODE=on`` does, explicitly; ``off`` never opens it).
 
 Every request of a worker used to cost a token lookup (a pool checkout, a query, a rollback). An
 ``AuthMemo`` keeps each token's principal, and whether the server is open, for
@@ -31,6 +32,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from ranktune.service.db.models import ApiToken
 from ranktune.service.errors import ServiceError
 from ranktune.service.memo import TtlMemo
+from ranktune.service.settings import OpenPolicy
 
 TOKEN_PREFIX = "rt_"
 Role = Literal["admin", "user", "worker"]
@@ -83,6 +85,11 @@ def hash_token(token: str) -> str:
 
 def any_active_token(session: Session) -> bool:
     return bool(session.scalar(select(exists().where(ApiToken.revoked_at.is_(None)))))
+
+
+def any_token_created(session: Session) -> bool:
+    """Whether a token was ever created; revoked ones count."""
+    return session.scalar(select(ApiToken.id).limit(1)) is not None
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -155,42 +162,47 @@ def _tokens_rolled_back(session: Session) -> None:
     session.info.pop(_TOKENS_CHANGED, None)
 
 
-def _open_mode(session: Session, memo: AuthMemo | None) -> bool:
+def is_open(session: Session, policy: OpenPolicy, memo: AuthMemo | None = None) -> bool:
+    """Whether a request without a token is served (as admin) under ``policy``."""
+    if policy != "until_first_token":
+        return policy == "always"
     if memo is None:
-        return not any_active_token(session)
+        return not any_token_created(session)
     known = memo.open_mode.get("open")
     if known is not None:
         return known
     generation = memo.open_mode.generation()
-    is_open = not any_active_token(session)
-    memo.open_mode.put("open", is_open, generation)
-    return is_open
+    answer = not any_token_created(session)
+    memo.open_mode.put("open", answer, generation)
+    return answer
 
 
-def memoized_principal(authorization: str | None, loopback: bool, memo: AuthMemo) -> Principal | None:
+def memoized_principal(authorization: str | None, policy: OpenPolicy, memo: AuthMemo) -> Principal | None:
     """The principal when it is decided without the database (a memoized token or open-mode
-    answer, or no token off loopback), else None: then ``authenticate`` looks it up."""
+    answer, or no token where the policy decides alone), else None: then ``authenticate`` looks it up."""
     token = bearer_token(authorization)
     if token is None:
-        if not loopback:
+        if policy == "always":
+            return OPEN_PRINCIPAL
+        if policy == "never":
             raise Unauthorized("Authorization: this endpoint needs a bearer token (ranktune token create)")
-        is_open = memo.open_mode.get("open")
-        if is_open is None:
+        known = memo.open_mode.get("open")
+        if known is None:
             return None
-        if is_open:
+        if known:
             return OPEN_PRINCIPAL
         raise Unauthorized("Authorization: this endpoint needs a bearer token (ranktune token create)")
     return memo.principals.get(hash_token(token))
 
 
 def authenticate(
-    session: Session, authorization: str | None, loopback: bool, memo: AuthMemo | None = None
+    session: Session, authorization: str | None, policy: OpenPolicy, memo: AuthMemo | None = None
 ) -> Principal:
     """The principal behind an ``Authorization`` header; a token, when given, is always checked
     (against the database, or against ``memo`` for at most its TTL)."""
     token = bearer_token(authorization)
     if token is None:
-        if loopback and _open_mode(session, memo):
+        if is_open(session, policy, memo):
             return OPEN_PRINCIPAL
         raise Unauthorized("Authorization: this endpoint needs a bearer token (ranktune token create)")
     digest = hash_token(token)

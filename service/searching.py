@@ -18,6 +18,7 @@ from ranktune.search.strategies import ModelSettings, PriorTrial, SearchContext
 from ranktune.service.errors import InvalidInput
 from ranktune.service.memo import JsonMemo
 from ranktune.service.planning import build_space, select_towers, sites_for_search
+from ranktune.service.schemas.json_bounds import STORED
 from ranktune.service.schemas.spec import SearchCreate
 
 log = logging.getLogger("ranktune.search")
@@ -127,8 +128,10 @@ def _memo_key(spec: dict[str, Any]) -> tuple[object, ...]:
 
 
 def stored_spec(spec: dict[str, Any]) -> SearchCreate:
-    """The validated spec of a stored search; shared between callers, so treat it as read-only."""
-    return _STORED_SPECS.get(_memo_key(spec), spec, lambda: SearchCreate.model_validate(spec))
+    """The validated spec of a stored search; shared between callers, so treat it as read-only.
+
+    Free-form options nested too deep (rows older than the bounds) come back cut short (STORED)."""
+    return _STORED_SPECS.get(_memo_key(spec), spec, lambda: SearchCreate.model_validate(spec, context=STORED))
 
 
 def stored_space(spec: dict[str, Any], sites: list[Any]) -> HierarchicalSpace:

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+OpenPolicy = Literal["never", "until_first_token", "always"]
+
 
 def default_database_url() -> str:
     """The embedded SQLite database under the user's data directory."""
@@ -56,6 +58,23 @@ class Settings(BaseSettings):
         ge=0.0,
         description="Test a pooled connection before use when it sat idle this long; 0 = test every time",
     )
+    max_body_bytes: int = Field(
+        default=16 * 2**20,
+        ge=1024,
+        description="Largest request body accepted; a larger one is a 413 before it is read",
+    )
+    max_json_field_bytes: int = Field(
+        default=2**20,
+        ge=1024,
+        description="Largest serialized free-form JSON field (method options, site_stats, timeline, "
+        "metrics, measurements); a larger one is a 422 naming the field",
+    )
+    open_mode: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Requests without a token on a loopback host: auto = served as admin until the first "
+        "token is created (revoking tokens never reopens it), on = always served, off = never. "
+        "Never on any other host",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
 
@@ -70,6 +89,13 @@ class Settings(BaseSettings):
     @property
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+    @property
+    def open_policy(self) -> OpenPolicy:
+        """When a request without a token is served (as admin)."""
+        if not self.is_loopback or self.open_mode == "off":
+            return "never"
+        return "always" if self.open_mode == "on" else "until_first_token"
 
 
 def is_loopback_host(host: str) -> bool:

@@ -80,7 +80,7 @@ def _look_up(request: Request, authorization: str | None, memo: AuthMemo) -> Pri
     # Its own short session: the route's session must start its transaction itself (SQLite writes
     # begin with BEGIN IMMEDIATE, which has to be the transaction's first statement).
     with get_sessions(request)() as session:
-        return authenticate(session, authorization, get_settings(request).is_loopback, memo)
+        return authenticate(session, authorization, get_settings(request).open_policy, memo)
 
 
 async def current_principal(
@@ -88,12 +88,15 @@ async def current_principal(
 ) -> Principal:
     authorization = request.headers.get("authorization")
     memo = get_auth_memo(request)
-    principal = memoized_principal(authorization, get_settings(request).is_loopback, memo)
+    principal = memoized_principal(authorization, get_settings(request).open_policy, memo)
     if principal is None:
         principal = await run_in_threadpool(_look_up, request, authorization, memo)
     if principal.open_mode and not getattr(request.app.state, "warned_open", False):
         request.app.state.warned_open = True
-        log.warning("serving a request without a token: no API token exists (open mode on a loopback host)")
+        log.warning(
+            "serving a request without a token: open mode on a loopback host (no token was ever created, "
+            "or RANKTUNE_OPEN_MODE=on)"
+        )
     return principal
 
 

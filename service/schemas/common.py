@@ -1,11 +1,13 @@
-"""Building blocks shared by every request schema: strict, no unknown fields, finite numbers."""
+"""Building blocks shared by every request schema: strict, no unknown fields, finite numbers, and
+free-form JSON bounded in depth and size."""
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ranktune.service.schemas.json_bounds import JSON_SIZE, JsonValue, within_depth
 
 
 class StrictModel(BaseModel):
@@ -20,21 +22,24 @@ class PublicModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-def _finite_json(value: Any, path: str = "") -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path or 'value'}: must be a finite number, got {value}")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite_json(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _finite_json(item, f"{path}[{i}]")
-    return value
+# Free-form JSON a client sends (options checked later, timelines, per-site statistics): finite
+# numbers, at most MAX_JSON_DEPTH levels, at most RANKTUNE_MAX_JSON_FIELD_BYTES serialized (see
+# json_bounds.py). The 422's loc names the field, its message the place inside it.
+JsonObject = Annotated[dict[str, JsonValue], JSON_SIZE]
+JsonArray = Annotated[list[JsonValue], JSON_SIZE]
+# Free-form JSON read back from the database: rows written before the bounds existed may nest
+# deeper than a response can be serialized, so the excess becomes a marker string.
+ReadJson = AfterValidator(within_depth)
 
-
-# Free-form JSON (options validated later, timelines, per-site statistics) without NaN or inf.
-FiniteJson = Annotated[Any, AfterValidator(_finite_json)]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# No control characters (and so no NUL, which PostgreSQL text columns cannot hold).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
+# Counts stored in INTEGER (32-bit on PostgreSQL) and BIGINT columns.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+BigCount = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
 class ErrorItem(BaseModel):

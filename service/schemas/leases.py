@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from ranktune.search.paired import OutcomesError, decode_outcomes
-from ranktune.service.schemas.common import FiniteJson, Name, PublicModel, StrictModel
+from ranktune.service.schemas.common import (
+    INT32_MAX,
+    NO_NUL,
+    PRINTABLE,
+    BigCount,
+    Count,
+    JsonArray,
+    JsonObject,
+    Name,
+    PublicModel,
+    ReadJson,
+    StrictModel,
+)
+from ranktune.service.schemas.json_bounds import JSON_SIZE
 from ranktune.service.schemas.searches import TrialPublic
 
 Attempt = Annotated[int, Field(ge=1, le=1_000)]
+TotalSteps = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Device = Annotated[str, Field(min_length=1, max_length=100, pattern=PRINTABLE)]
 
 
 class WorkerInfo(StrictModel):
     name: Name
-    device: str = Field(min_length=1, max_length=100)
-    hostname: str = Field(min_length=1, max_length=255)
+    device: Device
+    hostname: str = Field(min_length=1, max_length=255, pattern=PRINTABLE)
 
 
 class ClaimRequest(StrictModel):
@@ -36,8 +52,8 @@ class Job(BaseModel):
     attempt: int
     model: str
     task: str
-    method: dict[str, Any]
-    schedule: dict[str, Any] = Field(description="RankSchedule.to_json()")
+    method: Annotated[dict[str, Any], ReadJson]
+    schedule: Annotated[dict[str, Any], ReadJson] = Field(description="RankSchedule.to_json()")
     proxy: dict[str, Any] = Field(description="steps, lr, batch_size, seed (this trial's), eval_every")
     objective: dict[str, Any]
     dynamic: dict[str, Any] | None = Field(
@@ -48,17 +64,17 @@ class Job(BaseModel):
 
 
 class MeasurementIn(StrictModel):
-    step: int = Field(ge=0)
+    step: Count
     loss: float | None = None
     metric: float | None = None
 
 
 class HeartbeatRequest(StrictModel):
     attempt: Attempt
-    step: int = Field(ge=0)
-    total_steps: int | None = Field(default=None, ge=1)
-    measurements: list[MeasurementIn] = Field(default_factory=list, max_length=10_000)
-    site_stats: dict[str, FiniteJson] | None = None
+    step: Count
+    total_steps: TotalSteps | None = None
+    measurements: Annotated[list[MeasurementIn], JSON_SIZE] = Field(default_factory=list, max_length=10_000)
+    site_stats: JsonObject | None = None
 
 
 class HeartbeatResponse(BaseModel):
@@ -70,14 +86,16 @@ class HeartbeatResponse(BaseModel):
 
 class CompleteRequest(StrictModel):
     attempt: Attempt
-    metrics: dict[str, float] = Field(min_length=1)
+    metrics: Annotated[dict[str, float], JSON_SIZE] = Field(min_length=1)
+    # Typed points, bounded by count rather than RANKTUNE_MAX_JSON_FIELD_BYTES: a long proxy with a
+    # short eval_every legitimately sends megabytes, and a refused result would stay in the spool.
     curve: list[MeasurementIn] = Field(default_factory=list, max_length=100_000)
-    trainable_params: int | None = Field(default=None, ge=0)
-    adapter_params: int | None = Field(default=None, ge=0)
+    trainable_params: BigCount | None = None
+    adapter_params: BigCount | None = None
     wall_time_s: float | None = Field(default=None, ge=0.0)
-    peak_memory_bytes: int | None = Field(default=None, ge=0)
-    device: str | None = Field(default=None, max_length=100)
-    timeline: list[FiniteJson] = Field(default_factory=list, max_length=100_000)
+    peak_memory_bytes: BigCount | None = None
+    device: str | None = Field(default=None, max_length=100, pattern=NO_NUL)
+    timeline: JsonArray = Field(default_factory=list, max_length=100_000)
     outcomes: str | None = Field(
         default=None,
         max_length=200_000,
@@ -98,14 +116,14 @@ class CompleteRequest(StrictModel):
     @classmethod
     def metric_names(cls, metrics: dict[str, float]) -> dict[str, float]:
         for name in metrics:
-            if not name or len(name) > 100:
-                raise ValueError("metrics: names must have 1 to 100 characters")
+            if not name or len(name) > 100 or not re.fullmatch(PRINTABLE, name):
+                raise ValueError("metrics: names must have 1 to 100 characters, none a control character")
         return metrics
 
 
 class FailRequest(StrictModel):
     attempt: Attempt
-    reason: str = Field(min_length=1, max_length=10_000)
+    reason: str = Field(min_length=1, max_length=10_000, pattern=NO_NUL)
     retryable: bool = False
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from ranktune.service.schemas.common import PublicModel
+from ranktune.service.schemas.common import PublicModel, ReadJson
 
 SearchState = Literal["running", "finished", "cancelled", "failed"]
 TrialState = Literal["queued", "running", "succeeded", "failed", "pruned", "cancelled"]
@@ -29,7 +29,9 @@ class SearchPublic(PublicModel):
     model: str
     task: str
     strategy: str
-    spec: dict[str, Any] = Field(description="The submitted spec with every default filled in")
+    spec: Annotated[dict[str, Any], ReadJson] = Field(
+        description="The submitted spec with every default filled in"
+    )
     budget_params: int
     budget_rank: int | None
     site_count: int = Field(description="Adapter sites the model has (before tower selection)")
@@ -40,11 +42,11 @@ class SearchPublic(PublicModel):
     best_objective: float | None = Field(
         description="The confirmed winner's mean once confirmed, else the best succeeded proxy trial's"
     )
-    performance_model: dict[str, Any] | None = Field(
+    performance_model: Annotated[dict[str, Any] | None, ReadJson] = Field(
         default=None,
         description="Latest refit: trials, cross-validated spearman and mae, points (predicted vs actual)",
     )
-    result: dict[str, Any] | None = Field(
+    result: Annotated[dict[str, Any] | None, ReadJson] = Field(
         default=None,
         description="Confirmation: winner and uniform (mean, std, seeds, se), gain, paired (the winner's "
         "gain over uniform paired by seed and example: gain, se, 95% ci, seeds, examples, verdict), "
@@ -72,9 +74,11 @@ class TrialPublic(PublicModel):
     proxy_seed: int
     objective: float | None
     predicted: float | None = Field(default=None, description="The performance model's guess when proposed")
-    metrics: dict[str, Any] | None
-    curve: list[Any] | None
-    timeline: list[Any] | None = Field(default=None, description="Schedule changes during training")
+    metrics: Annotated[dict[str, Any] | None, ReadJson]
+    curve: Annotated[list[Any] | None, ReadJson]
+    timeline: Annotated[list[Any] | None, ReadJson] = Field(
+        default=None, description="Schedule changes during training"
+    )
     step: int | None
     total_steps: int | None
     trainable_params: int | None
@@ -87,7 +91,9 @@ class TrialPublic(PublicModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    schedule: dict[str, Any] | None = Field(description="RankSchedule JSON; omitted in lists unless asked")
+    schedule: Annotated[dict[str, Any] | None, ReadJson] = Field(
+        description="RankSchedule JSON; omitted in lists unless asked"
+    )
 
 
 class TrialList(PublicModel):

@@ -11,7 +11,7 @@ from ranktune.search.errors import GridError
 from ranktune.search.grid import DEFAULT_GRID, RankGrid
 from ranktune.search.sites import Tower
 from ranktune.search.strategies import strategy_names
-from ranktune.service.schemas.common import FiniteJson, Name, StrictModel
+from ranktune.service.schemas.common import JsonObject, Name, StrictModel
 
 Spec = Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -19,9 +19,7 @@ Spec = Annotated[str, Field(min_length=1, max_length=500)]
 class MethodSpec(StrictModel):
     kind: Literal["lora", "dmlora"] = "lora"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    dmlora: dict[str, FiniteJson] = Field(
-        default_factory=dict, description="DMLoRA options, checked by the trainer"
-    )
+    dmlora: JsonObject = Field(default_factory=dict, description="DMLoRA options, checked by the trainer")
 
     @model_validator(mode="after")
     def dmlora_options_need_dmlora(self) -> Self:

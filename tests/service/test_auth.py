@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ranktune.service.app import create_app
+from ranktune.service.db.engine import begin_write
 from ranktune.service.db.models import ApiToken
 from ranktune.service.db.repository.tokens import create_token, revoke_token
+from ranktune.service.db.types import utcnow
+from ranktune.service.errors import Conflict
 from tests.service.api import WORKER, Api, make_settings, spec
 
 LEASE = "00000000-0000-0000-0000-000000000000"
@@ -109,7 +113,7 @@ def test_admin_creates_lists_and_revokes_tokens_over_rest(api: Api, tokens: dict
     assert api.with_token(new).post("/leases", {"worker": WORKER}).status_code == 401
 
 
-def test_open_mode_on_loopback_without_tokens(api: Api, app: FastAPI) -> None:
+def test_open_mode_on_loopback_until_the_first_token(api: Api, app: FastAPI) -> None:
     assert api.get("/searches").status_code == 200
     assert api.request("GET", "/healthz").json()["open_mode"] is True
     with app.state.sessions() as session:
@@ -117,10 +121,90 @@ def test_open_mode_on_loopback_without_tokens(api: Api, app: FastAPI) -> None:
     assert api.get("/searches").status_code == 401, "open mode ends with the first token"
     with app.state.sessions() as session:
         revoke_token(session, "first")
-    assert api.get("/searches").status_code == 200, "and comes back when every token is revoked"
+    assert api.get("/searches").status_code == 401, "and never comes back, though no token is active"
+    assert api.request("GET", "/healthz").json()["open_mode"] is False
 
 
-def test_no_open_mode_off_loopback(database_url: str) -> None:
-    app = create_app(make_settings(database_url, host="0.0.0.0"))
+def test_tokens_revoked_over_rest_never_reopen_the_server(api: Api) -> None:
+    first = api.post("/tokens", {"name": "first", "role": "admin"})
+    assert first.status_code == 201, "in open mode, the first token is created over REST"
+    admin = api.with_token(first.json()["token"])
+    for name, role in (("user", "user"), ("second", "admin")):
+        assert admin.post("/tokens", {"name": name, "role": role}).status_code == 201
+    assert admin.post("/tokens/user/revoke").status_code == 200
+    assert admin.post("/tokens/first/revoke").status_code == 200, "another admin token is active"
+    assert api.get("/searches").status_code == 401
+
+
+def test_the_last_active_admin_token_cannot_be_revoked(api: Api, app: FastAPI) -> None:
+    with app.state.sessions() as session:
+        token = create_token(session, "root", "admin")[1]
+        create_token(session, "old-root", "admin")
+        revoke_token(session, "old-root")
+        create_token(session, "worker", "worker")
+    admin = api.with_token(token)
+    refused = admin.post("/tokens/root/revoke")
+    assert refused.status_code == 409
+    detail = refused.json()["detail"][0]
+    assert detail["loc"] == ["path", "name"] and "last active admin token" in detail["msg"]
+    assert "ranktune token create --role admin" in detail["msg"]
+    assert admin.get("/tokens").status_code == 200, "the token still works"
+    assert admin.post("/tokens/worker/revoke").status_code == 200, "other roles may all go"
+    assert admin.post("/tokens", {"name": "root-2", "role": "admin"}).status_code == 201
+    assert admin.post("/tokens/root/revoke").status_code == 200, "with another admin it may go"
+    assert admin.get("/tokens").status_code == 401
+    with app.state.sessions() as session, pytest.raises(Conflict, match="last active admin"):
+        revoke_token(session, "root-2")  # the CLI's path: the same rule
+
+
+def test_two_admins_revoking_each_other_at_once_leave_one(app: FastAPI) -> None:
+    """One revocation holds the admin rows (as revoke_token does) while the other starts: the second
+    waits for it (PostgreSQL's row locks; SQLite's single writer), then sees the last admin."""
+    with app.state.sessions() as session:
+        create_token(session, "a", "admin")
+        create_token(session, "b", "admin")
+    outcome: list[BaseException | None] = []
+    with app.state.sessions() as first:
+        begin_write(first)
+        first.scalars(select(ApiToken).where(ApiToken.role == "admin").with_for_update()).all()
+
+        def revoke_b() -> None:
+            with app.state.sessions() as second:
+                try:
+                    revoke_token(second, "b")
+                    outcome.append(None)
+                except Conflict as e:
+                    outcome.append(e)
+
+        thread = threading.Thread(target=revoke_b)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive(), "the second revocation waits for the first"
+        first.execute(update(ApiToken).where(ApiToken.name == "a").values(revoked_at=utcnow()))
+        first.commit()
+    thread.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict)
+    with app.state.sessions() as session:
+        active = session.scalars(select(ApiToken.name).where(ApiToken.revoked_at.is_(None))).all()
+    assert active == ["b"]
+
+
+@pytest.mark.parametrize(("mode", "open_before", "open_after"), [("on", True, True), ("off", False, False)])
+def test_open_mode_setting(database_url: str, mode: str, open_before: bool, open_after: bool) -> None:
+    app = create_app(make_settings(database_url, open_mode=mode))
+    with TestClient(app) as client:
+        api = Api(client, app)
+        assert (api.request("GET", "/api/v1/searches").status_code == 200) is open_before
+        assert client.get("/healthz").json()["open_mode"] is open_before
+        with app.state.sessions() as session:
+            create_token(session, "first", "user")
+        assert (api.request("GET", "/api/v1/searches").status_code == 200) is open_after
+        assert client.get("/healthz").json()["open_mode"] is open_after
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_no_open_mode_off_loopback(database_url: str, mode: str) -> None:
+    app = create_app(make_settings(database_url, host="0.0.0.0", open_mode=mode))
     with TestClient(app) as client:
         assert client.get("/api/v1/searches").status_code == 401
+        assert client.get("/healthz").json()["open_mode"] is False

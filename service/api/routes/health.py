@@ -8,12 +8,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ranktune.service.api.deps import MetricsDep, SessionDep
-from ranktune.service.auth import any_active_token
+from ranktune.service.api.openapi import DocumentedRoute
+from ranktune.service.auth import is_open
 from ranktune.service.db.migrate import current_revision
 from ranktune.service.errors import DatabaseError
 from ranktune.service.schemas.admin import Health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DocumentedRoute)
 
 
 @router.get(
@@ -29,7 +30,7 @@ def healthz(request: Request) -> Health | JSONResponse:
         revision = current_revision(state.engine)
         with state.sessions() as session:
             session.execute(text("SELECT 1"))
-            open_mode = state.settings.is_loopback and not any_active_token(session)
+            open_mode = is_open(session, state.settings.open_policy)
     except (DatabaseError, SQLAlchemyError):
         health = Health(
             status="unavailable", database="unreachable", revision=None, head=head, open_mode=False

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 
 from ranktune.service.api.deps import MetricsDep, SessionDep, SettingsDep, WorkerPrincipal
-from ranktune.service.api.errors import ERROR_RESPONSES
+from ranktune.service.api.errors import errors
+from ranktune.service.api.openapi import DocumentedRoute
+from ranktune.service.api.params import LeaseId
 from ranktune.service.api.routes.searches import trial_public
 from ranktune.service.db import leases
 from ranktune.service.db.types import utcnow
@@ -22,8 +23,7 @@ from ranktune.service.schemas.leases import (
     ResultResponse,
 )
 
-router = APIRouter(prefix="/leases", tags=["leases"], responses=ERROR_RESPONSES)
-LeaseId = Annotated[str, Path(min_length=1, max_length=36)]
+router = APIRouter(prefix="/leases", tags=["leases"], route_class=DocumentedRoute)
 
 
 @router.post(
@@ -44,7 +44,7 @@ def claim_lease(
     return job
 
 
-@router.post("/{lease_id}/heartbeat")
+@router.post("/{lease_id}/heartbeat", responses=errors(404, 409))
 def heartbeat(
     lease_id: LeaseId, body: HeartbeatRequest, session: SessionDep, _: WorkerPrincipal
 ) -> HeartbeatResponse:
@@ -52,7 +52,7 @@ def heartbeat(
     return leases.heartbeat(session, lease_id, body, utcnow())
 
 
-@router.post("/{lease_id}/complete")
+@router.post("/{lease_id}/complete", responses=errors(404, 409))
 def complete(
     lease_id: LeaseId, body: CompleteRequest, session: SessionDep, _: WorkerPrincipal
 ) -> ResultResponse:
@@ -61,7 +61,7 @@ def complete(
     return ResultResponse(trial=trial_public(trial, False), search_state=search.state)
 
 
-@router.post("/{lease_id}/fail")
+@router.post("/{lease_id}/fail", responses=errors(404, 409))
 def fail(lease_id: LeaseId, body: FailRequest, session: SessionDep, _: WorkerPrincipal) -> ResultResponse:
     """Report a failed attempt; a retryable one is queued again while attempts remain."""
     trial, search, requeued = leases.fail(session, lease_id, body, utcnow())

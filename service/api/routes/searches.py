@@ -11,7 +11,9 @@ from ranktune.search.errors import RanktuneError
 from ranktune.search.peft_format import to_peft_config
 from ranktune.search.schedule import RankSchedule
 from ranktune.service.api.deps import SessionDep, SettingsDep, UserPrincipal
-from ranktune.service.api.errors import ERROR_RESPONSES
+from ranktune.service.api.errors import errors
+from ranktune.service.api.openapi import DocumentedRoute
+from ranktune.service.api.params import Offset, SearchId
 from ranktune.service.db.models import Search, Trial
 from ranktune.service.db.repository import searches
 from ranktune.service.db.repository.trials import best_trial, list_trials
@@ -30,7 +32,7 @@ from ranktune.service.schemas.searches import (
 from ranktune.service.schemas.spec import SearchCreate
 from ranktune.service.searching import prepare_search, stored_spec
 
-router = APIRouter(prefix="/searches", tags=["searches"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/searches", tags=["searches"], route_class=DocumentedRoute)
 
 
 def trial_public(trial: Trial, include_schedule: bool = True) -> TrialPublic:
@@ -53,32 +55,32 @@ def list_searches(
     _: UserPrincipal,
     state: SearchState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> SearchList:
     found = searches.list_searches(session, state, limit, offset)
     return SearchList(searches=[searches.search_public(session, s) for s in found])
 
 
-@router.get("/{search_id}")
-def get_search(search_id: int, session: SessionDep, _: UserPrincipal) -> SearchPublic:
+@router.get("/{search_id}", responses=errors(404))
+def get_search(search_id: SearchId, session: SessionDep, _: UserPrincipal) -> SearchPublic:
     return searches.search_public(session, searches.get_search(session, search_id))
 
 
-@router.post("/{search_id}/cancel")
-def cancel_search(search_id: int, session: SessionDep, _: UserPrincipal) -> SearchPublic:
+@router.post("/{search_id}/cancel", responses=errors(404, 409))
+def cancel_search(search_id: SearchId, session: SessionDep, _: UserPrincipal) -> SearchPublic:
     """Cancel queued trials; workers running the others get "stop" at their next heartbeat."""
     return searches.search_public(session, searches.cancel_search(session, search_id))
 
 
-@router.get("/{search_id}/trials")
+@router.get("/{search_id}/trials", responses=errors(404))
 def get_trials(
-    search_id: int,
+    search_id: SearchId,
     session: SessionDep,
     _: UserPrincipal,
     state: TrialState | None = None,
     include_schedule: bool = False,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> TrialList:
     searches.get_search(session, search_id)
     trials = list_trials(session, search_id, state, limit, offset)
@@ -92,8 +94,8 @@ def _best(session: SessionDep, search: Search) -> Trial:
     return trial
 
 
-@router.get("/{search_id}/best")
-def get_best(search_id: int, session: SessionDep, _: UserPrincipal) -> BestTrial:
+@router.get("/{search_id}/best", responses=errors(404))
+def get_best(search_id: SearchId, session: SessionDep, _: UserPrincipal) -> BestTrial:
     """The best succeeded trial by the objective: final once the search finished, so far before."""
     search = searches.get_search(session, search_id)
     trial = _best(session, search)
@@ -108,8 +110,8 @@ def get_best(search_id: int, session: SessionDep, _: UserPrincipal) -> BestTrial
     )
 
 
-@router.get("/{search_id}/export/peft")
-def export_peft(search_id: int, session: SessionDep, _: UserPrincipal) -> PeftExport:
+@router.get("/{search_id}/export/peft", responses=errors(404, 409))
+def export_peft(search_id: SearchId, session: SessionDep, _: UserPrincipal) -> PeftExport:
     """The best trial's schedule as a PEFT ``LoraConfig`` dict (anchored rank/alpha patterns)."""
     search = searches.get_search(session, search_id)
     trial = _best(session, search)

@@ -30,15 +30,31 @@ def create_token(session: Session, name: str, role: str) -> tuple[ApiToken, str]
 
 
 def revoke_token(session: Session, name: str) -> ApiToken:
+    """Revoke the token named ``name``; the last active admin token cannot be revoked (409)."""
     begin_write(session)
     row = session.scalars(select(ApiToken).where(ApiToken.name == name)).first()
     if row is None:
         session.rollback()
         raise NotFound(f"name: there is no token named {name!r}", field="name")
     if row.revoked_at is None:
+        if row.role == "admin" and _active_admins(session) == [row.id]:
+            session.rollback()
+            raise Conflict(
+                f"name: {name!r} is the last active admin token; create another admin token first "
+                "(`ranktune token create --role admin --name NAME`), then revoke this one",
+                field="name",
+                where="path",
+            )
         row.revoked_at = utcnow()
     session.commit()
     return row
+
+
+def _active_admins(session: Session) -> list[int]:
+    # Locked (PostgreSQL; SQLite writers are serialized): two admins revoking each other at once
+    # must not both succeed. The second waits, then no longer sees the first one's row.
+    query = select(ApiToken.id).where(ApiToken.role == "admin", ApiToken.revoked_at.is_(None))
+    return list(session.scalars(query.order_by(ApiToken.id).with_for_update()))
 
 
 def list_tokens(session: Session) -> list[ApiToken]:
