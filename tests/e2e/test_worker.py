@@ -193,3 +193,35 @@ def test_spooled_result_is_resent_after_a_restart(server: LiveServer, tmp_path: 
         assert trial["state"] == "succeeded" and trial["objective"] == 0.75
     assert not list((tmp_path / "spool").glob("*.json"))
     assert os.path.isdir(tmp_path / "spool")
+
+
+def test_a_result_the_server_refuses_becomes_a_failure_not_a_stuck_spool(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    with api(server) as client:
+        search = submit(client, max_trials=1, max_attempts=1)
+        job = client.post(
+            "/leases", json={"worker": {"name": "crashed", "device": "cpu", "hostname": "h"}}
+        ).json()
+        nested: object = []
+        for _ in range(40):  # deeper than the server accepts in a free-form field: a 422 at every resend
+            nested = [nested]
+        body = {
+            "attempt": job["attempt"],
+            "metrics": {"accuracy": 0.75},
+            "curve": [],
+            "trainable_params": 10,
+            "adapter_params": 10,
+            "wall_time_s": 1.0,
+            "peak_memory_bytes": 1,
+            "device": "cpu",
+            "timeline": [nested],
+        }
+        Spool(tmp_path / "spool").put(job["lease_id"], "complete", body)
+        worker = start_worker(server, tmp_path, "--once", "--name", "restarted")
+        output, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, output
+        [trial] = trials(client, search["id"])
+        assert trial["state"] == "failed", trial
+        assert "refused this trial's result" in trial["reason"] and "422" in trial["reason"]
+    assert not list((tmp_path / "spool").glob("*.json")), "nothing is left to block the next start"

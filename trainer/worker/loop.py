@@ -139,13 +139,25 @@ class Worker:
             self._send(report.lease_id, report.kind, report.body, report)
 
     def _send(self, lease_id: str, kind: str, body: dict[str, Any], report: Any = None) -> None:
+        if kind == "fail":
+            body = {**body, "reason": reason_text(str(body.get("reason") or "failed"))}
         report = report or self.spool.put(lease_id, kind, body)  # type: ignore[arg-type]
         try:
             self.client.report(lease_id, kind, body)
         except ServerRejected as e:
-            if e.status not in (404, 409):
+            if e.status in (401, 403):  # a token to fix: the report stays spooled for the next start
                 raise
-            log.warning("action=report_dropped lease=%s kind=%s status=%s", lease_id, kind, e.status)
+            # 404/409: the lease is gone or already answered. 400/413/422: the server will never take this
+            # body, so resending it at every start would block the worker for good; a refused result
+            # becomes a failure the search can see.
+            log.warning("action=report_dropped lease=%s kind=%s error=%s", lease_id, kind, e)
+            self.spool.done(report)
+            if kind == "complete" and e.status not in (404, 409):
+                reason = f"the server refused this trial's result: {e}"
+                self._send(
+                    lease_id, "fail", {"attempt": body.get("attempt"), "reason": reason, "retryable": False}
+                )
+            return
         except Exception as e:  # the report stays spooled for the next start
             log.error("action=report_spooled lease=%s kind=%s error=%r", lease_id, kind, e)
             return
@@ -241,3 +253,12 @@ class Worker:
         log.info(
             "action=completed trial=%s metric=%.4f wall_s=%.1f", trial, result.metric, result.wall_time_s
         )
+
+
+REASON_CHARS = 2_000  # the server accepts 10,000; a traceback's head says what went wrong
+
+
+def reason_text(text: str) -> str:
+    """A failure reason the server accepts: no NUL characters, at most ``REASON_CHARS`` long."""
+    text = text.replace("\x00", "")
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
