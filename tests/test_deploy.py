@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,13 @@ import typer
 
 from ranktune.service.cli import app as ranktune_app
 from ranktune.service.settings import Settings
+from tests.deploy_cli import (
+    option_envvars,
+    parse_cli,
+    ranktune_args,
+    read_by_code,
+    settings_env_names,
+)
 from tests.deploy_files import (
     COMPOSE,
     DOCKERFILE,
@@ -24,8 +30,8 @@ from tests.deploy_files import (
     RANKTUNE_SERVICES,
     README,
     ROOT,
-    SOURCE_PACKAGES,
     as_argv,
+    command_lines,
     dockerfile_args,
     env_example,
     environment,
@@ -34,56 +40,6 @@ from tests.deploy_files import (
     service_argv,
     variables_in,
 )
-
-# --- the real CLI -----------------------------------------------------------------------------
-
-
-def parse_cli(args: list[str]) -> tuple[tuple[str, ...], dict[str, Any], Any]:
-    """Parse ``ranktune ARGS`` exactly as the CLI would, running nothing.
-
-    Returns the command path (``("db", "upgrade")``), its parsed parameters and the click command;
-    an unknown verb or option, a bad value or a missing required option raises.
-    """
-    root = typer.main.get_command(ranktune_app)
-    context = root.make_context("ranktune", list(args))
-    command, path = root, []
-    while hasattr(command, "resolve_command"):
-        protected = getattr(context, "_protected_args", None)  # click >= 8.2; before: protected_args
-        rest = [*(context.protected_args if protected is None else protected), *context.args]
-        if not rest:
-            raise ValueError(f"ranktune {' '.join(path)}: a subcommand is missing")
-        name, command, rest = command.resolve_command(context, rest)
-        assert name is not None and command is not None
-        path.append(name)
-        context = command.make_context(name, rest, parent=context)
-    return tuple(path), context.params, command
-
-
-def ranktune_args(argv: list[str]) -> list[str]:
-    assert argv and argv[0] == "ranktune", f"runs {argv[:1]}, not ranktune"
-    return argv[1:]
-
-
-def option_envvars(command: Any) -> set[str]:
-    names: set[str] = set()
-    for param in command.params:
-        envvar = getattr(param, "envvar", None)
-        names.update([envvar] if isinstance(envvar, str) else envvar or [])
-    return names
-
-
-def settings_env_names() -> set[str]:
-    return {f"RANKTUNE_{name.upper()}" for name in Settings.model_fields}
-
-
-def read_by_code(name: str) -> bool:
-    """The variable's name appears as a string literal in the packages (os.environ lookups)."""
-    return any(
-        f'"{name}"' in path.read_text()
-        for package in SOURCE_PACKAGES
-        for path in (ROOT / package).rglob("*.py")
-    )
-
 
 # --- services and their order -----------------------------------------------------------------
 
@@ -176,37 +132,6 @@ def test_every_command_is_a_real_ranktune_verb(name: str) -> None:
 
 COMPOSE_RUN_VALUED = {"-e", "--env", "--name", "-u", "--user", "-w", "--workdir", "-v", "--volume", "-p"}
 SHELL_BREAKS = {"&&", "||", "|", ";", "&", ">", ">>", "2>"}
-
-
-def command_lines(path: Path) -> list[str]:
-    """Shell command lines of a file, backslash continuations joined.
-
-    Markdown: the lines of ```bash blocks and every inline `code` span. Other files: their indented
-    comment lines (``#   docker compose run …``), as docker-compose.yml and .env.example show them.
-    """
-    lines, pending, fence = [], "", None
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if path.suffix == ".md":
-            if line.startswith("```"):
-                fence = None if fence is not None else line[3:].strip()
-                continue
-            if fence is None:
-                lines += re.findall(r"`([^`]+)`", line)
-                continue
-            if fence not in ("bash", "sh", "shell", "console"):
-                continue
-        else:
-            indented = re.match(r"#\s{2,}(\S.*)", line)  # a command in a comment is indented
-            if not indented:
-                continue
-            line = indented.group(1)
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        lines.append(pending + line)
-        pending = ""
-    return lines
 
 
 def ranktune_words(words: list[str]) -> list[str] | None:
