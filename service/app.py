@@ -11,52 +11,19 @@ from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from ranktune.service import optuna_mirror
 from ranktune.service.api.errors import install_error_handlers
 from ranktune.service.api.limits import RequestLimits
 from ranktune.service.api.routes import admin, dashboard, health, leases, searches
 from ranktune.service.auth import is_open
-from ranktune.service.db import leases as lease_protocol
 from ranktune.service.db.engine import make_engine, make_sessionmaker
 from ranktune.service.db.migrate import head_revision
-from ranktune.service.db.types import utcnow
+from ranktune.service.lease_sweep import LeaseSweep
 from ranktune.service.metrics import ServiceMetrics
+from ranktune.service.queue_filler import queue_filler
 from ranktune.service.settings import Settings
 
 log = logging.getLogger("ranktune.app")
 API_PREFIX = "/api/v1"
-
-
-def reap_once(app: FastAPI) -> int:
-    with app.state.sessions() as session:
-        return lease_protocol.reap_expired(session, utcnow())
-
-
-def mirror_once(app: FastAPI) -> int:
-    """Mirror finished trials into Optuna studies (see service.optuna_mirror); never fatal."""
-    settings: Settings = app.state.settings
-    if not settings.optuna_mirror:
-        return 0
-    try:
-        with app.state.sessions() as session:
-            return optuna_mirror.sync(app.state.engine, session, settings.database_url)
-    except Exception:  # the mirror is for looking: a failure must not stop the reaper
-        log.exception("optuna mirror failed; trying again next sweep")
-        return 0
-
-
-async def reaper(app: FastAPI, interval_s: float) -> None:
-    """Expire overdue leases every ``interval_s`` even when no worker is claiming."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            reaped = await asyncio.to_thread(reap_once, app)
-        except SQLAlchemyError:
-            log.exception("lease reaper: database error; trying again in %.0f s", interval_s)
-            continue
-        if reaped:
-            log.info("expired %d lease(s)", reaped, extra={"action": "reap"})
-        await asyncio.to_thread(mirror_once, app)
 
 
 def warn_if_open(app: FastAPI) -> None:
@@ -83,16 +50,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # many requests touch the database at once. Many more threads than cores only fight for the GIL.
     to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
     warn_if_open(app)
-    task = (
-        asyncio.create_task(reaper(app, settings.reap_interval_s)) if settings.reap_interval_s > 0 else None
-    )
+    sweep = None
+    if settings.reap_interval_s > 0:  # its own thread: never behind the event loop or other work
+        sweep = LeaseSweep(settings, app.state.sessions, app.state.metrics.lease_sweep)
+        sweep.start()
+    interval_s = settings.top_up_interval_s
+    filler = asyncio.create_task(queue_filler(app, interval_s)) if interval_s > 0 else None
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
+        if filler is not None:
+            filler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await filler
+        if sweep is not None:
+            await asyncio.to_thread(sweep.stop)
         app.state.engine.dispose()
 
 

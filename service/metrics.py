@@ -1,6 +1,6 @@
 """Prometheus text exposition: counts from the database plus the claim-latency histogram.
 
-Counts come from the database (every replica reports the same); the histogram is this process's.
+Counts come from the database (every replica reports the same); the histograms are this process's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from ranktune.service.db.models import TRIAL_STATES, Lease, Trial, Worker
 from ranktune.service.db.types import utcnow
 
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SWEEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 WORKER_SEEN_WINDOW_S = 300
 
 
@@ -48,6 +49,7 @@ class Histogram:
 class ServiceMetrics:
     def __init__(self) -> None:
         self.claim_latency = Histogram(CLAIM_BUCKETS)
+        self.lease_sweep = Histogram(SWEEP_BUCKETS)
 
     def render(self, session: Session) -> str:
         by_state = dict(session.execute(select(Trial.state, func.count()).group_by(Trial.state)).all())
@@ -73,5 +75,8 @@ class ServiceMetrics:
         ]
         lines += self.claim_latency.render(
             "ranktune_claim_latency_seconds", "Time to answer POST /leases (this process)."
+        )
+        lines += self.lease_sweep.render(
+            "ranktune_lease_sweep_seconds", "Time each expired-lease sweep took (this process)."
         )
         return "\n".join(lines) + "\n"

@@ -2,7 +2,10 @@
 
 Proposals are computed in ``search/`` from the frozen history (an in-memory study); this mirror is
 for looking, and append-only: a finished trial never changes, so each is written once (its ranktune
-number kept as the user attribute ``ranktune_trial``). The periodic task of the API runs ``sync``.
+number kept as the user attribute ``ranktune_trial``). ``ranktune optuna-sync`` runs ``sync`` in a
+process of its own, never the API: writing Optuna trials is slow (it was 29% of the API's CPU under
+load, and the lease sweep waited behind it). On PostgreSQL a pass holds an advisory lock, so two
+``optuna-sync`` processes on one database never write a trial twice.
 
 Where the studies live: Optuna's RDB storage has tables named ``trials`` and ``alembic_version``,
 like ranktune's, so it cannot share one namespace with them. On PostgreSQL the studies go to the
@@ -28,6 +31,7 @@ log = logging.getLogger("ranktune.optuna")
 SCHEMA = "ranktune_optuna"
 TRIAL_ATTR = "ranktune_trial"
 FINISHED = ("succeeded", "pruned", "failed")
+LOCK_KEY = 0x72616E6B  # pg advisory lock of a sync pass ("rank")
 _STORAGES: dict[str, Any] = {}
 _SYNCED: dict[tuple[str, int], int] = {}  # (storage, search) → finished trials mirrored
 _LOCK = threading.Lock()
@@ -69,6 +73,12 @@ def sync(engine: Engine, session: Session, database_url: str) -> int:
     """Write every finished proxy trial not yet mirrored; returns how many were written."""
     url = storage_url(database_url)
     if url is None:
+        return 0
+    if engine.dialect.name == "postgresql" and not session.scalar(
+        select(func.pg_try_advisory_xact_lock(LOCK_KEY))
+    ):
+        session.rollback()
+        log.info("another optuna-sync is mirroring this database; skipping this pass")
         return 0
     counts = session.execute(
         select(Trial.search_id, func.count())

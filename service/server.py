@@ -1,4 +1,4 @@
-"""Server-side commands: ``serve``, ``db upgrade`` and ``token create|revoke|list``.
+"""Server-side commands: ``serve``, ``optuna-sync``, ``db upgrade`` and ``token create|revoke|list``.
 
 They talk to the database of ``Settings`` directly (no HTTP). The embedded default SQLite database
 is migrated automatically; any other database must be upgraded explicitly, as a separate step.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ranktune.server")
 UPGRADE_HINT = "ranktune db upgrade"
+TRUE_WORDS = {"1", "true", "yes", "on"}
 # How `serve` hands its settings (environment and command line merged) to its worker processes.
 SETTINGS_ENV = "_RANKTUNE_SERVE_SETTINGS"
 
@@ -63,6 +66,11 @@ def run_serve(settings: Settings) -> None:
     from ranktune.service.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
+    if os.environ.get("RANKTUNE_OPTUNA_MIRROR", "").strip().lower() in TRUE_WORDS:
+        log.warning(
+            "RANKTUNE_OPTUNA_MIRROR is no longer read: `ranktune serve` never mirrors trials into Optuna "
+            "(it delayed the lease sweep); run `ranktune optuna-sync` beside the server instead"
+        )
     with database(settings) as session:
         tokens_exist = any_active_token(session)
     if not tokens_exist and not settings.is_loopback:
@@ -115,6 +123,67 @@ def app_from_environment() -> FastAPI:
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     configure_logging(settings.log_level, settings.log_json)
     return create_app(settings)
+
+
+def run_optuna_sync(settings: Settings, interval_s: float, once: bool, console: Console) -> None:
+    """Mirror finished trials into Optuna studies: one pass (``once``), else a pass every
+    ``interval_s`` until SIGTERM or SIGINT. In a loop a failed pass is logged and retried."""
+    from ranktune.service import optuna_mirror
+    from ranktune.service.logs import configure_logging
+
+    storage = optuna_mirror.storage_url(settings.database_url)
+    if storage is None:
+        raise ServiceError(
+            f"database: {redact_url(settings.database_url)} has no Optuna mirror (only a SQLite file "
+            "or PostgreSQL has one); set RANKTUNE_DATABASE_URL to the server's database",
+            field="database_url",
+        )
+    if not once:  # a daemon logs; one pass says what it did on stdout
+        configure_logging(settings.log_level, settings.log_json)
+    # A pass reads on one connection and creates the Optuna schema on a second, the first time.
+    engine = make_engine(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 0}))
+    stop = threading.Event()
+    previous = {} if once else _stop_on_signals(stop)
+    try:
+        ensure_schema(engine, settings)
+        sessions = make_sessionmaker(engine, settings.sqlite_busy_timeout_ms / 1000)
+        target = redact_url(storage)
+        if not once:
+            log.info("mirroring finished trials into %s every %g s", target, interval_s)
+        while True:
+            try:
+                with sessions() as session:
+                    written = optuna_mirror.sync(engine, session, settings.database_url)
+            except Exception as e:
+                if once:
+                    raise DatabaseError(
+                        f"database: the Optuna mirror failed ({type(e).__name__}: {e})"
+                    ) from e
+                log.exception("optuna mirror pass failed; trying again in %.0f s", interval_s)
+            else:
+                if once:
+                    console.print(
+                        f"mirrored {written} trial(s) into {target}", highlight=False, soft_wrap=True
+                    )
+                elif written:
+                    log.info("mirrored %d trial(s) into %s", written, target, extra={"action": "optuna_sync"})
+            if once or stop.wait(interval_s):
+                return
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        optuna_mirror.close_storages()
+        engine.dispose()
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT end the loop between passes (a pass is never cut in half)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, Any] = {}
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous[number] = signal.signal(number, lambda *_: stop.set())
+    return previous
 
 
 def run_db_upgrade(settings: Settings, console: Console) -> None:

@@ -25,10 +25,17 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=default_database_url)
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=0, le=65535)
-    reap_interval_s: float = Field(default=5.0, description="Seconds between expired-lease sweeps; 0 = off")
-    optuna_mirror: bool = Field(
-        default=True,
-        description="Mirror finished trials into Optuna studies for optuna-dashboard (each sweep)",
+    reap_interval_s: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="Seconds between expired-lease sweeps: a lease is requeued within this plus one "
+        "sweep of its expiry (a sweep that finds nothing is one indexed query); 0 = off",
+    )
+    top_up_interval_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Seconds between background top-ups that propose trials until each running search "
+        "has parallelism queued or running; 0 = off (submissions, results and claims still propose some)",
     )
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     lease_ttl_s: float = Field(default=120.0, gt=0, description="Default lease lifetime of a search")

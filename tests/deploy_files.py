@@ -21,7 +21,7 @@ README = ROOT / "README.md"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SECRET_EXAMPLE = KUBERNETES / "secret.example.yaml"
 SLURM_SCRIPT = ROOT / "deploy" / "slurm" / "ranktune-worker.sbatch"
-RANKTUNE_SERVICES = ("migrate", "api", "worker")
+RANKTUNE_SERVICES = ("migrate", "api", "worker", "optuna-sync")
 SOURCE_PACKAGES = ("search", "service", "trainer")
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; "$${...}" is a literal "$".

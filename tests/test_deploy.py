@@ -44,7 +44,7 @@ from tests.deploy_files import (
 # --- services and their order -----------------------------------------------------------------
 
 
-def test_the_four_services_exist() -> None:
+def test_the_services_exist() -> None:
     services = load_compose()["services"]
     assert {"postgres", *RANKTUNE_SERVICES} <= set(services)
 
@@ -123,6 +123,17 @@ def test_worker_reserves_a_gpu_and_can_be_scaled() -> None:
     ), devices
     assert "container_name" not in worker, "a fixed container name breaks --scale worker=N"
     assert not worker.get("ports"), "a published host port breaks --scale worker=N"
+
+
+def test_optuna_sync_is_optional_and_runs_beside_the_api_after_the_migration() -> None:
+    services = load_compose()["services"]
+    sync = services["optuna-sync"]
+    path, params, _ = parse_cli(ranktune_args(service_argv(sync)))
+    assert path == ("optuna-sync",) and not params["once"], "optuna-sync must loop, not run one pass"
+    assert sync.get("profiles"), "the mirror is optional: `docker compose up` must not start it"
+    assert sync["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert environment(sync)["RANKTUNE_DATABASE_URL"] == environment(services["api"])["RANKTUNE_DATABASE_URL"]
+    assert "RANKTUNE_OPTUNA_MIRROR" not in environment(services["api"]), "the API never mirrors"
 
 
 @pytest.mark.parametrize("name", RANKTUNE_SERVICES)

@@ -1,4 +1,4 @@
-"""Server-side verbs: ``serve``, ``db upgrade`` and ``token create|revoke|list``.
+"""Server-side verbs: ``serve``, ``optuna-sync``, ``db upgrade`` and ``token create|revoke|list``.
 
 They act on the database at ``RANKTUNE_DATABASE_URL`` directly (settings from ``RANKTUNE_*``)."""
 
@@ -35,6 +35,24 @@ def serve(
     settings = Settings()
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     run_serve(settings.model_copy(update=updates))
+
+
+@user_errors
+def optuna_sync(
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between passes of the loop (ignored with --once)")
+    ] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit")] = False,
+) -> None:
+    """Mirror finished trials into Optuna studies for optuna-dashboard, from a process of its own.
+
+    The studies are named ranktune-search-ID: on PostgreSQL in the schema ranktune_optuna of the same
+    database, on SQLite in the file NAME.optuna.db beside the database. Each trial is written once.
+    """
+    from ranktune.service.server import run_optuna_sync
+    from ranktune.service.settings import Settings
+
+    run_optuna_sync(Settings(), interval, once, out)
 
 
 @db_app.command("upgrade")

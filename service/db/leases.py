@@ -2,7 +2,8 @@
 
 - claim: PostgreSQL runs one ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``;
   SQLite a compare-and-set ``UPDATE … WHERE id = :id AND state = 'queued'`` inside a write
-  transaction. Either way a queued trial goes to exactly one worker.
+  transaction. Either way a queued trial goes to exactly one worker, the next in the fair-share
+  order between searches (``fair_share``).
 - A trial's ``attempt`` counts its claims; a lease belongs to one attempt. Results for another
   attempt are stale (409); a repeated result for the lease's own attempt changes nothing (200).
 - An expired lease puts its trial back in the queue until ``max_attempts``, then fails it.
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 from ranktune.service import engine
 from ranktune.service.db.engine import begin_write
 from ranktune.service.db.models import Base, Lease, Measurement, Search, Trial
+from ranktune.service.db.repository import refill
 from ranktune.service.db.repository.searches import lock_search
 from ranktune.service.db.repository.trials import top_up
 from ranktune.service.db.repository.workers import touch_worker, upsert_worker, worker_finished_trial
@@ -44,6 +46,8 @@ log = logging.getLogger("ranktune.leases")
 TRIALS = Base.metadata.tables["trials"]  # Core table: claims are plain SQL, no ORM bookkeeping
 LEASES = Base.metadata.tables["leases"]
 _CLAIM_RETRIES = 5
+_FAIR_ORDER = (TRIALS.c.claim_order, TRIALS.c.id)  # service.db.fair_share; index ix_trials_claim
+RESULT_PROPOSALS = 1  # a result frees one slot and proposes its trial; repository.refill does the rest
 
 
 _CLAIMED = (
@@ -70,10 +74,10 @@ def _claim_values(worker: WorkerInfo, now: datetime) -> dict[str, object]:
 
 
 def _claim_postgresql(session: Session, worker: WorkerInfo, now: datetime) -> Row | None:
-    oldest_queued = (
+    next_queued = (
         select(TRIALS.c.id)
         .where(TRIALS.c.state == "queued")
-        .order_by(TRIALS.c.id)
+        .order_by(*_FAIR_ORDER)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -82,7 +86,7 @@ def _claim_postgresql(session: Session, worker: WorkerInfo, now: datetime) -> Ro
     # search row is read, not locked).
     statement = (
         update(TRIALS)
-        .where(TRIALS.c.id == oldest_queued, Search.id == TRIALS.c.search_id)
+        .where(TRIALS.c.id == next_queued, Search.id == TRIALS.c.search_id)
         .values(**_claim_values(worker, now))
         .returning(*_CLAIMED, Search.spec, Search.lease_ttl_s)
     )
@@ -92,7 +96,7 @@ def _claim_postgresql(session: Session, worker: WorkerInfo, now: datetime) -> Ro
 def _claim_sqlite(session: Session, worker: WorkerInfo, now: datetime) -> tuple[Any, ...] | None:
     for _ in range(_CLAIM_RETRIES):
         trial_id = session.scalar(
-            select(TRIALS.c.id).where(TRIALS.c.state == "queued").order_by(TRIALS.c.id).limit(1)
+            select(TRIALS.c.id).where(TRIALS.c.state == "queued").order_by(*_FAIR_ORDER).limit(1)
         )
         if trial_id is None:
             return None
@@ -113,7 +117,15 @@ def _claim_sqlite(session: Session, worker: WorkerInfo, now: datetime) -> tuple[
 
 
 def claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, now: datetime) -> Job | None:
-    """Give the oldest queued trial to ``worker``, or None when nothing is queued."""
+    """Give the next queued trial in fair-share order to ``worker``; when nothing is queued, first
+    propose one for a running search that has room (``refill.fill_for_claim``); None: no work."""
+    job = _claim(session, worker, heartbeat_interval_s, now)
+    if job is None and refill.fill_for_claim(session, now):
+        job = _claim(session, worker, heartbeat_interval_s, now)
+    return job
+
+
+def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, now: datetime) -> Job | None:
     begin_write(session)
     row: Sequence[Any] | None
     if session.get_bind().dialect.name == "postgresql":
@@ -327,7 +339,7 @@ def _engine_step(
     trial.objective = engine.last_value(session, trial)
     lease.state, lease.ended_at = "stopped", now
     worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
-    top_up(session, search, now)
+    top_up(session, search, now, limit=RESULT_PROPOSALS)
     session.commit()
     log.info(reason, extra={"action": "prune", "search": search.id, "trial": trial.id})
     return HeartbeatResponse(action="stop", expires_at=None, reason=reason)
@@ -387,7 +399,7 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
     trial.finished_at = now
     lease.state, lease.ended_at = "completed", now
     worker_finished_trial(session, lease.worker_id, trial.id, done=True, now=now)
-    top_up(session, search, now)
+    top_up(session, search, now, limit=RESULT_PROPOSALS)
     session.commit()
     log.info(
         "%s=%g",
@@ -415,7 +427,7 @@ def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> t
         trial.state, trial.finished_at = "failed", now
     lease.state, lease.ended_at = "failed", now
     worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
-    top_up(session, search, now)
+    top_up(session, search, now, limit=RESULT_PROPOSALS)
     session.commit()
     log.info(
         "attempt %d failed (%s): %s",
@@ -451,7 +463,7 @@ def reap_expired(session: Session, now: datetime) -> int:
         _expire(session, search, trial, lease, now)
         reaped += 1
     for search in touched.values():
-        top_up(session, search, now)
+        top_up(session, search, now, limit=0)  # proposing is for refill and claims, never the sweep
     session.commit()
     return reaped
 

@@ -57,6 +57,8 @@ class Search(Base):
     objective_metric: Mapped[str] = mapped_column(String(100))
     objective_direction: Mapped[str] = mapped_column(String(8))
     trials_created: Mapped[int] = mapped_column(default=0)
+    # Where the next trial it queues goes in the fair-share claim order (service.db.fair_share).
+    next_claim_order: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # No foreign key: searches and trials would reference each other, and the search row is
     # written (and locked) before its trials exist.
     best_trial_id: Mapped[int | None]
@@ -71,7 +73,7 @@ class Trial(Base):
     __tablename__ = "trials"
     __table_args__ = (
         Unique("search_id", "number"),
-        Index("ix_trials_claim", "state", "id"),  # the claim: oldest queued trial first
+        Index("ix_trials_claim", "state", "claim_order", "id"),  # the claim: lowest claim order first
         Index("ix_trials_search_state", "search_id", "state"),  # top-up counts per search
     )
 
@@ -87,6 +89,8 @@ class Trial(Base):
     parameter_count: Mapped[int] = mapped_column(BigInteger)
     proxy_seed: Mapped[int]
     attempt: Mapped[int] = mapped_column(default=0)  # claims so far; the running attempt's number
+    # Its place in the fair-share order claims follow (service.db.fair_share); ties go to the oldest.
+    claim_order: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     max_attempts: Mapped[int]
     objective: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None]

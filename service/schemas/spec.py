@@ -128,6 +128,13 @@ class SearchCreate(StrictModel):
     strategy: str = "perfmodel"
     max_trials: int = Field(default=24, ge=1, le=10_000)
     parallelism: int = Field(default=4, ge=1, le=1_024)
+    priority: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Share of claims among running searches with queued trials: a search with priority 3 "
+        "gets three leases for each one of a priority-1 search (parallelism still caps each)",
+    )
     proxy: ProxySpec = Field(default_factory=ProxySpec)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)

@@ -35,6 +35,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "host": "127.0.0.1",
         "reap_interval_s": 0,  # tests reap explicitly
+        "top_up_interval_s": 0,  # and fill queues explicitly (service.queue_filler.fill_once)
         "lease_ttl_s": 60,
         "heartbeat_interval_s": 5,
     }

@@ -38,6 +38,14 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     assert len(lines) == 1 and "`ranktune db upgrade`" in lines[0] and "fresh.db" in lines[0]
 
 
+def test_serve_says_the_optuna_mirror_moved_to_optuna_sync(tmp_path: Path) -> None:
+    env = {"RANKTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}", "RANKTUNE_OPTUNA_MIRROR": "true"}
+    result = ranktune("serve", "--port", "0", env=env)  # refused (not migrated) after the warning
+    assert result.returncode == 2
+    assert "RANKTUNE_OPTUNA_MIRROR is no longer read" in result.stderr
+    assert "`ranktune optuna-sync`" in result.stderr
+
+
 def test_db_upgrade_then_serve_refuses_a_public_host_without_tokens(tmp_path: Path) -> None:
     env = {"RANKTUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
     upgraded = ranktune("db", "upgrade", env=env)

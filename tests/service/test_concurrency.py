@@ -1,5 +1,6 @@
-"""32 workers claim, heartbeat and complete through a real uvicorn server at once: every trial is
-claimed exactly once, the search never overshoots ``parallelism`` or ``max_trials``."""
+"""32 workers claim, heartbeat and complete through a real uvicorn server at once, while its queue
+filler and claims that find nothing queued propose trials: every trial is claimed exactly once, the
+search never overshoots ``parallelism`` or ``max_trials``."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_32_workers_claim_every_trial_exactly_once(settings: Settings) -> None:
         response = client.post("/api/v1/searches", json=spec(max_trials=MAX_TRIALS, parallelism=24))
         assert response.status_code == 201, response.text
         search_id = response.json()["id"]
-    with LiveServer(create_app(settings)) as server:
+    with LiveServer(create_app(settings.model_copy(update={"top_up_interval_s": 0.05}))) as server:
         claimed: list[tuple[int, int]] = []
         errors: list[str] = []
         threads = [

@@ -128,3 +128,54 @@ def test_a_database_at_0001_upgrades_keeping_its_rows(empty_url: str) -> None:
     with TestClient(create_app(make_settings(empty_url))) as client:
         trials = client.get("/api/v1/searches/1/trials").json()["trials"]
         assert [(t["number"], t["objective"], t["predicted"]) for t in trials] == [(0, 0.75, None)]
+
+
+def _fixture_at_0003(engine: Engine) -> None:
+    """Two running searches as revision 0003 left them: three trials queued in the older, two in the
+    newer (a claim then took the oldest trial of any search: the older search's three first)."""
+    upgrade(engine, "0003")
+    spec = {"model": "builtin:tiny-vlm", "task": "builtin:digits-vqa", "strategy": "random"}
+    with engine.begin() as connection:
+        for search_id, queued in ((1, 3), (2, 2)):
+            connection.execute(
+                text(
+                    "INSERT INTO searches (id, name, spec, state, sites, strategy, budget_params, "
+                    "budget_rank, max_trials, parallelism, max_attempts, lease_ttl_s, objective_metric, "
+                    "objective_direction, trials_created, created_at) VALUES (:id, :name, :spec, 'running', "
+                    "'[]', 'random', 1000, 8, :n, :n, 3, 60.0, 'accuracy', 'maximize', :n, :now)"
+                ),
+                {"id": search_id, "name": f"old{search_id}", "n": queued, "now": utcnow(),
+                 "spec": json.dumps({**spec, "name": f"old{search_id}"})},
+            )  # fmt: skip
+            for number in range(queued):
+                connection.execute(
+                    text(
+                        "INSERT INTO trials (search_id, number, kind, state, schedule, parameter_count, "
+                        "proxy_seed, attempt, max_attempts, created_at) "
+                        "VALUES (:search, :number, 'proxy', 'queued', '{}', 1000, 0, 0, 3, :now)"
+                    ),
+                    {"search": search_id, "number": number, "now": utcnow()},
+                )
+
+
+def test_a_database_at_0003_upgrades_and_its_queued_searches_take_turns(empty_url: str) -> None:
+    engine = make_engine(Settings(database_url=empty_url))
+    try:
+        _fixture_at_0003(engine)
+        assert upgrade(engine).at_head
+        with engine.connect() as connection:
+            orders = connection.execute(text("SELECT search_id, claim_order FROM trials ORDER BY id")).all()
+            assert [tuple(row) for row in orders] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+            assert connection.execute(text("SELECT next_claim_order FROM searches ORDER BY id")).all() == [
+                (3,),
+                (2,),
+            ]
+    finally:
+        engine.dispose()
+    worker = {"name": "w", "device": "cpu", "hostname": "h"}
+    with TestClient(create_app(make_settings(empty_url))) as client:
+        served = [
+            client.post("/api/v1/leases", json={"worker": worker}).json()["search_id"] for _ in range(5)
+        ]
+        assert served == [1, 2, 1, 2, 1]
+        assert client.post("/api/v1/leases", json={"worker": worker}).status_code == 204

@@ -34,7 +34,8 @@ router = APIRouter(prefix="/leases", tags=["leases"], route_class=DocumentedRout
 def claim_lease(
     body: ClaimRequest, session: SessionDep, settings: SettingsDep, metrics: MetricsDep, _: WorkerPrincipal
 ) -> Job | Response:
-    """Claim the oldest queued trial: 200 with the whole job, or 204 with Retry-After."""
+    """Claim the next queued trial (searches take turns, by priority): 200 with the whole job, or 204
+    with Retry-After when nothing is queued and no running search can take another trial now."""
     started = time.perf_counter()
     leases.reap_expired(session, utcnow())
     job = leases.claim(session, body.worker, settings.heartbeat_interval_s, utcnow())

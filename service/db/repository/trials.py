@@ -2,12 +2,15 @@
 
 ``top_up`` and ``finish_if_done`` run with the search row locked (``searches.lock_search``) inside
 the caller's transaction, so API replicas that complete trials of one search at the same moment
-never create more than ``parallelism`` active or ``max_trials`` total trials.
+never create more than ``parallelism`` active or ``max_trials`` total trials, and never propose two
+trials for one number. Proposing costs CPU with that lock held (TPE's grows with the trials queued),
+so a request proposes a bounded number (``limit``); ``repository.refill`` proposes the rest.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +23,7 @@ from ranktune.search.confirm import ConfirmRun
 from ranktune.search.paired import OutcomesError, decode_outcomes
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
+from ranktune.service.db import fair_share
 from ranktune.service.db.models import Search, Trial
 from ranktune.service.errors import NotFound
 from ranktune.service.schemas.searches import TrialCounts
@@ -102,10 +106,15 @@ def trial_records(session: Session, search_id: int, kind: str = "proxy") -> tupl
     return tuple(trial_record(t) for t in session.scalars(query))
 
 
-def top_up(session: Session, search: Search, now: datetime) -> list[Trial]:
+def top_up(
+    session: Session, search: Search, now: datetime, limit: int | None = None, until: float | None = None
+) -> list[Trial]:
     """Queue new trials until ``parallelism`` are queued or running: the ``max_trials`` proxy trials
     first, then (with ``confirm``) the confirmation runs once every proxy trial is terminal; finish the
-    search when every trial it will ever have is terminal."""
+    search when every trial it will ever have is terminal.
+
+    ``limit`` caps the proxy trials proposed in this call, and after the first one none is proposed
+    past ``until`` (``time.monotonic()``); confirmation runs need no proposals and are not capped."""
     if search.state != "running":
         return []
     counts = trial_counts(session, search.id)
@@ -113,8 +122,9 @@ def top_up(session: Session, search: Search, now: datetime) -> list[Trial]:
     room = search.parallelism - active
     spec = stored_spec(search.spec)
     if search.trials_created < search.max_trials:
+        count = min(room, search.max_trials - search.trials_created)
         return _queue_proxies(
-            session, search, spec, min(room, search.max_trials - search.trials_created), now
+            session, search, spec, count if limit is None else min(count, limit), now, until
         )
     if active > 0 and search.trials_created == search.max_trials:
         return []  # confirmation waits for the last proxy trial: it ranks them all
@@ -125,9 +135,12 @@ def top_up(session: Session, search: Search, now: datetime) -> list[Trial]:
             finish(session, search, now, confirmed=bool(runs))
         return []
     created = []
+    order = fair_share.virtual_time(session) if room > 0 else 0.0
     for run in runs[done : done + max(room, 0)]:
         created.append(
-            _add_trial(session, search, "confirm", run.schedule, run.seed, now, confirms=run.confirms)
+            _add_trial(
+                session, search, spec, order, "confirm", run.schedule, run.seed, now, confirms=run.confirms
+            )
         )
     session.flush()
     log.info("queued %d confirmation run(s)", len(created), extra={"action": "top_up", "search": search.id})
@@ -155,6 +168,8 @@ def _confirm_plan(session: Session, search: Search, spec: SearchCreate) -> list[
 def _add_trial(
     session: Session,
     search: Search,
+    spec: SearchCreate,
+    virtual_time: float,
     kind: str,
     schedule: RankSchedule,
     seed: int,
@@ -176,6 +191,7 @@ def _add_trial(
         proxy_seed=seed,
         attempt=0,
         max_attempts=search.max_attempts,
+        claim_order=fair_share.place(search, spec.priority, virtual_time),
         created_at=now,
     )
     session.add(trial)
@@ -184,7 +200,7 @@ def _add_trial(
 
 
 def _queue_proxies(
-    session: Session, search: Search, spec: SearchCreate, room: int, now: datetime
+    session: Session, search: Search, spec: SearchCreate, room: int, now: datetime, until: float | None
 ) -> list[Trial]:
     if room <= 0:
         return []
@@ -196,14 +212,19 @@ def _queue_proxies(
         else ()
     )
     context = search_context(spec, stored_space(search.spec, search.sites), prior)
-    created = []
+    order = fair_share.virtual_time(session)
+    created: list[Trial] = []
     for _ in range(room):
+        if created and until is not None and time.monotonic() >= until:
+            break
         number = search.trials_created
         proposal = propose_next(proposer, context, number, history)
         created.append(
             _add_trial(
                 session,
                 search,
+                spec,
+                order,
                 "proxy",
                 proposal.schedule,
                 proposal.proxy_seed,

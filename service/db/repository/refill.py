@@ -1,0 +1,75 @@
+"""Proposing the trials a request did not: keeping running searches' queues filled to parallelism.
+
+A submission proposes a few trials and a result one (proposals cost CPU, TPE's more the more trials
+are queued, and they run with the search row locked); ``fill`` proposes the rest, a slice at a
+time, for the server's background loop (``service.queue_filler``), and ``fill_for_claim`` one trial
+for a claim that found nothing queued, so a claim finds work whenever work can be proposed.
+
+Every fill is its own transaction with the search row locked and re-read (``top_up``), so fills in
+several API processes never propose two trials for one number nor go past ``parallelism`` or
+``max_trials``. On PostgreSQL the lock is taken with SKIP LOCKED: a search another process is
+filling, or whose result is being recorded, is skipped rather than waited for. SQLite has one writer
+at a time anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ranktune.service.db.engine import begin_write
+from ranktune.service.db.models import Search, Trial
+from ranktune.service.db.repository.trials import top_up
+
+CLAIM_CANDIDATES = 4  # searches a claim tries (busy ones are skipped) before it answers 204
+
+
+def short_of_trials(session: Session, limit: int | None = None) -> list[int]:
+    """Running searches still proposing proxy trials with fewer than ``parallelism`` queued or
+    running, the one furthest behind in the fair-share order first."""
+    active = (
+        select(func.count())
+        .select_from(Trial)
+        .where(Trial.search_id == Search.id, Trial.state.in_(("queued", "running")))
+        .correlate(Search)
+        .scalar_subquery()
+    )
+    query = (
+        select(Search.id)
+        .where(Search.state == "running", Search.trials_created < Search.max_trials)
+        .where(active < Search.parallelism)
+        .order_by(Search.next_claim_order, Search.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def _lock_unless_busy(session: Session, search_id: int) -> Search | None:
+    """The search row locked, or None when another transaction holds it (PostgreSQL) or it is gone."""
+    query = select(Search).where(Search.id == search_id).with_for_update(skip_locked=True)
+    return session.scalars(query.execution_options(populate_existing=True)).first()
+
+
+def fill(
+    session: Session, search_id: int, now: datetime, limit: int | None = None, until: float | None = None
+) -> int:
+    """Top up one search in a transaction of its own (see ``top_up`` for ``limit`` and ``until``);
+    returns the trials queued, 0 when it is busy elsewhere, finished, or has no room."""
+    begin_write(session)
+    search = _lock_unless_busy(session, search_id)
+    if search is None:
+        session.rollback()
+        return 0
+    created = len(top_up(session, search, now, limit=limit, until=until))
+    session.commit()
+    return created
+
+
+def fill_for_claim(session: Session, now: datetime) -> bool:
+    """Queue one trial for the search owed one most, for a claim that found nothing queued; False
+    when no running search can take one now (the claim then answers 204)."""
+    candidates = short_of_trials(session, CLAIM_CANDIDATES)  # a read; ``fill`` checks again, locked
+    session.rollback()
+    return any(fill(session, search_id, now, limit=1) for search_id in candidates)

@@ -1,0 +1,109 @@
+"""Proposal work per request is bounded, and queues still fill (SQLite and PostgreSQL): a submission
+proposes a few trials, the queue filler the rest in bounded ticks, a claim that finds nothing queued
+proposes one, and fills running at once in several API processes never propose a trial twice."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from ranktune.service.app import create_app
+from ranktune.service.db import leases
+from ranktune.service.db.models import Trial
+from ranktune.service.db.repository.searches import SUBMIT_PROPOSALS
+from ranktune.service.db.types import utcnow
+from ranktune.service.queue_filler import TICK_S, fill_once
+from ranktune.service.schemas.leases import WorkerInfo
+from ranktune.service.settings import Settings
+from tests.service.api import Api
+
+
+def numbers(api: Api, search_id: int) -> list[int]:
+    with api.session() as session:
+        return list(session.scalars(select(Trial.number).where(Trial.search_id == search_id)))
+
+
+def test_a_1024_parallel_tpe_search_is_created_in_seconds_and_serves_claims(api: Api) -> None:
+    api.submit(name="warm-up", max_trials=1, parallelism=1)  # the first submission imports torch
+    started = time.perf_counter()
+    search = api.submit(name="big", strategy="tpe", max_trials=10_000, parallelism=1024)
+    assert time.perf_counter() - started < 3.0
+    assert search["trials"]["queued"] == SUBMIT_PROPOSALS
+    jobs = [api.claim(f"w{i}") for i in range(SUBMIT_PROPOSALS + 4)]  # 4 more than were queued
+    assert all(job is not None and job["search_id"] == search["id"] for job in jobs[1:])
+    assert api.app is not None
+    started = time.perf_counter()
+    queued = fill_once(api.app)
+    assert queued > 0 and time.perf_counter() - started < TICK_S + 2.0, "a tick is bounded"
+    counts = api.search(search["id"])["trials"]
+    assert counts["running"] == SUBMIT_PROPOSALS + 3 and counts["queued"] == queued
+    assert sorted(numbers(api, search["id"])) == list(range(SUBMIT_PROPOSALS + 3 + queued))
+
+
+def test_claims_propose_when_nothing_is_queued_and_parallelism_holds(api: Api) -> None:
+    parallelism = SUBMIT_PROPOSALS + 4
+    search = api.submit(max_trials=100, parallelism=parallelism)
+    assert search["trials"]["queued"] == SUBMIT_PROPOSALS
+    jobs = [api.claim(f"w{i}") for i in range(parallelism)]
+    assert all(job is not None for job in jobs)
+    assert api.claim() is None, "parallelism reached: nothing to propose"
+    assert api.search(search["id"])["trials"]["running"] == parallelism
+    assert api.complete(jobs[0]).status_code == 200  # a result proposes the trial for its slot
+    assert api.search(search["id"])["trials"]["queued"] == 1
+
+
+def test_the_server_fills_queues_in_the_background(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"top_up_interval_s": 0.05}))
+    with TestClient(app) as client:
+        api = Api(client, app)
+        search = api.submit(max_trials=100, parallelism=48)
+        deadline = time.monotonic() + 10
+        while api.search(search["id"])["trials"]["queued"] < 48:
+            assert time.monotonic() < deadline, "the queue filler did not fill the queue"
+            time.sleep(0.05)
+        assert sorted(numbers(api, search["id"])) == list(range(48))
+
+
+def test_fills_in_several_processes_never_propose_a_trial_twice(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two apps (each its own engine, pool and SQLite writer lock, as two API processes have), two
+    threads each, run filler ticks and claims at once."""
+    apps = [create_app(settings) for _ in range(2)]
+    claimed: list[int] = []
+
+    def work(index: int) -> None:
+        app = apps[index % 2]
+        worker = WorkerInfo(name=f"w{index}", device="cpu", hostname="h")
+        for _ in range(3):
+            fill_once(app, tick_s=0.2, slice_s=0.01)
+            with app.state.sessions() as session:
+                job = leases.claim(session, worker, 5.0, utcnow())
+            if job is not None:
+                claimed.append(job.trial_id)
+
+    try:
+        with TestClient(apps[0]) as client:
+            api = Api(client, apps[0])
+            search = api.submit(max_trials=300, parallelism=120)
+            with caplog.at_level(logging.ERROR, logger="ranktune"):
+                threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(timeout=60)
+            assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            found = numbers(api, search["id"])
+            assert sorted(found) == list(range(len(found))) and len(found) <= 120
+            assert len(claimed) == 12 and len(set(claimed)) == 12
+            counts = api.search(search["id"])["trials"]
+            assert counts["queued"] + counts["running"] == len(found) and counts["running"] == 12
+            fill_once(apps[0])
+            assert api.search(search["id"])["trials"]["queued"] == 120 - 12
+    finally:
+        apps[1].state.engine.dispose()
