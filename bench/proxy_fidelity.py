@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     body = wrap(render(results))
     print(body)
     if args.write:
-        write_section("Proxy fidelity", body)
+        write_section(f"Proxy fidelity ({results['task']})", body)
 
 
 if __name__ == "__main__":

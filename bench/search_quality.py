@@ -189,7 +189,9 @@ def run(config: Config, progress: bool = True, store: Path | None = None, jobs: 
     start = time.perf_counter()
     runs = RunStore(store)
     tasks = {name: run_task(name, config, progress, runs, jobs, threads) for name in config.tasks}
-    return {"config": asdict(config), "tasks": tasks, "wall_s": time.perf_counter() - start}
+    trained_s = sum(float(record.get("wall_s") or 0.0) for record in runs.records.values())
+    return {"config": asdict(config), "tasks": tasks, "wall_s": time.perf_counter() - start,
+            "store_train_s": trained_s}  # fmt: skip
 
 
 # --- RESULTS.md ---------------------------------------------------------------------------------

@@ -110,6 +110,12 @@ def protocol_differences(c: Config) -> list[str]:
             for f in fields(Config) if getattr(c, f.name) != getattr(FULL, f.name)]  # fmt: skip
 
 
+def stored_compute(results: dict[str, Any]) -> str:
+    """The training time the whole store holds (every slice of a resumed protocol), when recorded."""
+    seconds = results.get("store_train_s")
+    return f"; {seconds / 3600:.1f} core-hours of training in its store" if seconds else ""
+
+
 def render_quality(results: dict[str, Any]) -> str:
     command = results["command"]
     c = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()})
@@ -117,7 +123,7 @@ def render_quality(results: dict[str, Any]) -> str:
     runs = sum(t["runs"] for t in results["tasks"].values())
     out = [f"Command: `{command}` ({results['date']}, 2 shared CPU cores, no GPU, "
            f"{results.get('jobs', 1)} process(es) of {results.get('threads', 2)} torch thread(s); {runs} "
-           f"fine-tunes, {results['wall_s'] / 60:.0f} min wall)", "",
+           f"fine-tunes{stored_compute(results)}, this invocation {results['wall_s'] / 60:.0f} min wall)", "",
            "Same proposer code as the service, trials one at a time (parallelism 1), no transfer from "
            "earlier searches; proxy metric on val at the end of each run. Confirmation runs the service's "
            f"plan (top-{c.top_k} + uniform, {c.confirm_seeds} seeds of {c.confirm_steps} steps) on test. The "
