@@ -68,15 +68,17 @@ def test_the_wheel_has_one_top_level_package_holding_every_module(wheel: Path) -
 
 def test_the_wheel_installs_next_to_coquis_trainer_and_both_import(wheel: Path, tmp_path: Path) -> None:
     env = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(env)], cwd=tmp_path)
+    # No pip of its own to bootstrap (seconds): this environment's pip installs into it (--python).
+    run([sys.executable, "-m", "venv", "--without-pip", str(env)], cwd=tmp_path)
     python = env / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], cwd=tmp_path)
+    pip_install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
+    run([*pip_install, "--no-deps", str(wheel)], cwd=tmp_path)
     site = Path(
         run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).strip()
     )
     (site / "zz_borrowed_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     # Coqui's trainer imports requests without declaring it.
-    run([str(python), "-m", "pip", "install", "-q", COQUI_TRAINER, "requests"], cwd=tmp_path)
+    run([*pip_install, COQUI_TRAINER, "requests"], cwd=tmp_path)
     probe = (
         "import trainer, ranktune, ranktune.trainer.proxy, ranktune.service.cli, ranktune.search\n"
         "from trainer import Trainer, TrainerArgs\n"

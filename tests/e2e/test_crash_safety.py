@@ -103,14 +103,18 @@ async def kill_and_restart(server: ServeProcess, load: FakeWorkers) -> dict[str,
     workers = asyncio.create_task(load.run(stop))
     await wait_for(lambda: load.cycles >= MIN_CYCLES, 60, f"{MIN_CYCLES} completes before the kill")
     before = load.cycles
+    killed_at = time.monotonic()
     await asyncio.to_thread(server.kill)
     at_kill = dict(load.ledger.answers)
     await asyncio.sleep(0.5)  # the workers meet a closed port
     restart_s = await asyncio.to_thread(server.start)
+    restarted_at = time.monotonic()
     await wait_for(
         lambda: load.cycles >= before + MIN_CYCLES, 60, f"{MIN_CYCLES} completes after the restart"
     )
-    await asyncio.sleep(LEASE_TTL_S + 2)  # leases lost in the crash expire, are swept and reissued
+    # Leases lost in the crash expire at most LEASE_TTL_S after the kill; 2 s after that (or after the
+    # restart, if later) the restarted server has swept and reissued them.
+    await asyncio.sleep(max(killed_at + LEASE_TTL_S, restarted_at) + 2 - time.monotonic())
     stop.set()
     await asyncio.wait_for(workers, 60)
     failed_at_kill = sum(n for k, n in at_kill.items() if k.endswith(" -"))

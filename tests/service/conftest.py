@@ -21,7 +21,7 @@ def postgres_dbs() -> Iterator[PostgresDatabases]:
     reason = postgres_available()
     if reason is not None:
         pytest.skip(reason)
-    databases = PostgresDatabases()
+    databases = PostgresDatabases(ahead=True)
     try:
         yield databases
     finally:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,13 +44,21 @@ def migrate(url: str) -> None:
 
 
 class PostgresDatabases:
-    """Creates ``ranktune_test_<random>_*`` databases and drops every one of them at the end."""
+    """Creates ``ranktune_test_<random>_*`` databases and drops every one of them at the end.
 
-    def __init__(self) -> None:
+    With ``ahead``, copying the template for the next test and dropping the last test's copy run on a
+    background thread while the tests run: ``CREATE DATABASE … TEMPLATE`` is most of the setup of a
+    PostgreSQL test (about 0.1 s, mostly PostgreSQL's own I/O). Every test still gets its own copy.
+    """
+
+    def __init__(self, ahead: bool = False) -> None:
         self.prefix = f"ranktune_test_{secrets.token_hex(4)}"
         self.admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         self.created: list[str] = []
         self._template: str | None = None
+        self._lock = threading.Lock()
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="postgres-databases") if ahead else None
+        self._next_copy: Future[str] | None = None
 
     def url(self, name: str) -> str:
         return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -58,14 +68,16 @@ class PostgresDatabases:
         with self.admin.connect() as connection:
             clause = f" TEMPLATE {template}" if template else ""
             connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
-        self.created.append(name)
+        with self._lock:
+            self.created.append(name)
         return name
 
     def drop(self, name: str) -> None:
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        if name in self.created:
-            self.created.remove(name)
+        with self._lock:
+            if name in self.created:
+                self.created.remove(name)
 
     def template(self) -> str:
         """A database migrated to head, copied by ``fresh`` (migrating once is faster)."""
@@ -75,15 +87,29 @@ class PostgresDatabases:
             self._template = name
         return self._template
 
+    def _copy(self) -> str:
+        """A new copy of the template; with ``ahead`` the one made meanwhile, and the next one begun."""
+        template = self.template()
+        if self._background is None:
+            return self.create(secrets.token_hex(4), template)
+        ready = self._next_copy or self._background.submit(self.create, secrets.token_hex(4), template)
+        self._next_copy = self._background.submit(self.create, secrets.token_hex(4), template)
+        return ready.result()
+
     @contextmanager
     def fresh(self, migrated: bool = True) -> Iterator[str]:
-        name = self.create(secrets.token_hex(4), self.template() if migrated else None)
+        name = self._copy() if migrated else self.create(secrets.token_hex(4))
         try:
             yield self.url(name)
         finally:
-            self.drop(name)
+            if self._background is None:
+                self.drop(name)
+            else:
+                self._background.submit(self.drop, name)
 
     def close(self) -> None:
+        if self._background is not None:
+            self._background.shutdown(wait=True)
         for name in list(self.created):
             self.drop(name)
         self.admin.dispose()

@@ -139,15 +139,19 @@ def test_a_token_is_looked_up_once_per_ttl(database_url: str) -> None:
 
 
 def test_revocation_elsewhere_takes_effect_within_the_ttl(database_url: str) -> None:
-    app = create_app(make_settings(database_url, auth_cache_s=0.5))
+    # 2 s: long enough that a slow machine still reaches the second request inside it (0.5 s was not,
+    # once, in CI); the wait below ends just after the memo entry's expiry, however long that took.
+    ttl_s = 2.0
+    app = create_app(make_settings(database_url, auth_cache_s=ttl_s))
     with TestClient(app) as client:
         with app.state.sessions() as session:
             token = create_token(session, "pool", "worker")[1]
         api = Api(client, app, token)
         assert api.post("/leases", {"worker": WORKER}).status_code == 204
+        memoized_by = time.monotonic()
         revoke_elsewhere(database_url, "pool")
         assert api.post("/leases", {"worker": WORKER}).status_code == 204, "still memoized"
-        time.sleep(0.6)
+        time.sleep(max(0.0, memoized_by + ttl_s + 0.05 - time.monotonic()))
         answer = api.post("/leases", {"worker": WORKER})
         assert answer.status_code == 401 and "revoked" in answer.text
 
