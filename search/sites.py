@@ -78,7 +78,7 @@ class SiteClass:
 # Architectures whose module names the rules below are known (and tested) to cover.
 KNOWN_MODEL_TYPES = frozenset(
     {
-        "llava", "llava_next", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl",
+        "llava", "llava_next", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl", "paligemma",
         "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3",
         "bert", "roberta", "vit", "clip", "clip_vision_model", "siglip", "siglip_vision_model",
     }

@@ -6,11 +6,15 @@ Two kinds of model:
   (resized as they are; MNIST-like digits are white on black), questions and answers are split
   into words of its 64-word vocabulary (``?``, ``.`` and ``:`` are words of their own). An answer
   word outside the vocabulary is an error; a question word outside it reads as ``<unk>``.
-- any other LLaVA-style model directory with a processor (``AutoProcessor``): the prompt is the
+- any other vision-language model directory with a processor (LLaVA, LLaVA-NeXT, Idefics3,
+  Qwen2-VL, Qwen2.5-VL, PaliGemma; loaded by ``trainer.tasks.vlm_processor``): the prompt is the
   processor's chat template applied to an image and the question when it has one, else
-  ``"<image> question"``; the answer and the EOS token follow it. Prompts and answers are
-  tokenized together, so with a subword tokenizer the label boundary is that of the joint
-  tokenization. Images are decoded batch by batch.
+  ``"<image> question"``; the answer and the EOS token follow it. The prompt alone and prompt +
+  answer go through the processor in one call, and the labels start where the two token rows
+  first differ, so with a subword tokenizer the boundary is that of the joint tokenization. A
+  processor that takes the answer as ``suffix`` (PaliGemma) gets it that way: its
+  ``token_type_ids`` then mark the answer, over which the model attends causally, and label it.
+  Images are decoded batch by batch; one image per example (no video).
 
 Both use the answer-only loss and the exact-match metric of ``trainer.tasks.vqa``.
 """
@@ -29,9 +33,11 @@ from ranktune.trainer.builtin.tiny_vlm import IMAGE_SIZE, IMAGE_TOKENS, UNK_ID, 
 from ranktune.trainer.errors import TaskError
 from ranktune.trainer.tasks.base import Batch, Split, Task, tensor_batches
 from ranktune.trainer.tasks.jsonl_records import Record
+from ranktune.trainer.tasks.vlm_processor import load_processor, one_line, select_examples, takes_suffix
 from ranktune.trainer.tasks.vqa import IGNORE_INDEX, AnswerTask, tiny_vlm_qa_tensors
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
     from torch import nn
 
@@ -51,6 +57,13 @@ def open_image(record: Record, mode: str) -> Image.Image:
         raise TaskError(f"task: {record.where}: image {record.data['image']!r} not found ({path})") from e
     except (OSError, UnidentifiedImageError) as e:
         raise TaskError(f"task: {record.where}: cannot read image {path}: {e}") from e
+
+
+def answer_start(prompt: torch.Tensor, prompt_length: int, full: torch.Tensor) -> int:
+    """Where the answer starts in ``full``: after the prompt's tokens, or where the two rows first
+    differ if the joint tokenization merged the prompt's last token with the answer."""
+    differ = (prompt[:prompt_length] != full[:prompt_length]).nonzero()
+    return int(differ[0, 0]) if len(differ) else prompt_length
 
 
 def tiny_words(text: str) -> list[str]:
@@ -109,26 +122,25 @@ class JsonlTinyVQATask(AnswerTask):
 
 
 class JsonlProcessorVQATask(AnswerTask):
-    """VQA from JSONL for a LLaVA-style model directory with an ``AutoProcessor``."""
+    """VQA from JSONL for a vision-language model directory with a processor."""
 
     name: ClassVar[str] = "jsonl:vqa"
     description: ClassVar[str] = JsonlTinyVQATask.description
 
-    def __init__(self, model_dir: Path, splits: dict[Split, list[Record]], source: Path) -> None:
-        from transformers import AutoProcessor
-
+    def __init__(
+        self, model_dir: Path, splits: dict[Split, list[Record]], source: Path, model: str | None = None
+    ) -> None:
         self.model_dir, self.source, self.splits = model_dir, source, splits
-        try:
-            self.processor: Any = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError, KeyError) as e:
-            raise TaskError(f"model: {model_dir} has no usable processor for images and text: {e}",
-                            field="model") from e  # fmt: skip
+        self.model = model or str(model_dir)
+        self.processor: Any = load_processor(model_dir, self.model)
         self.processor.tokenizer.padding_side = "right"
+        self.answer_as_suffix = takes_suffix(self.processor)
         for records in splits.values():
             for record in records:
                 if not record.image_path().is_file():
                     raise TaskError(f"task: {record.where}: image {record.data['image']!r} not found "
                                     f"({record.image_path()})")  # fmt: skip
+        self.encode(splits["train"][:2])  # a processor that cannot encode the data fails now, not in training
 
     def prompt(self, question: str) -> str:
         if getattr(self.processor, "chat_template", None):
@@ -137,26 +149,45 @@ class JsonlProcessorVQATask(AnswerTask):
             return str(
                 self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             )
-        return f"{getattr(self.processor, 'image_token', '<image>')} {question}"
+        image_token = getattr(self.processor, "image_token", "<image>")
+        return f"{image_token}{question}" if self.answer_as_suffix else f"{image_token} {question}"
 
     def encode(self, records: Sequence[Record]) -> Batch:
-        """Prompt and prompt + answer through the processor together; labels on the answer part only."""
-        eos = self.processor.tokenizer.eos_token or ""
+        """Input tensors and answer-only labels of ``records`` (see the module doc)."""
+        import torch
+
         prompts = [self.prompt(r.data["question"]) for r in records]
-        full = [f"{p} {r.data['answer']}{eos}" for p, r in zip(prompts, records, strict=True)]
+        answers = [r.data["answer"] for r in records]
         images = [open_image(r, "RGB") for r in records]
-        encoded = self.processor(
-            images=images + images, text=prompts + full, return_tensors="pt", padding=True
-        )
         n = len(records)
-        prompt_lengths = encoded["attention_mask"][:n].sum(dim=1).tolist()
-        batch = {key: value[n:] for key, value in encoded.items() if hasattr(value, "shape")}
+        if self.answer_as_suffix:
+            batch = select_examples(self._process(images, prompts, suffix=answers), 0, n, n, self.model)
+            if "token_type_ids" not in batch:
+                raise TaskError(f"model: the processor of {self.model} takes a suffix but marks no "
+                                "token_type_ids", field="model")  # fmt: skip
+            answer = batch["token_type_ids"] == 1
+            batch.pop("labels", None)  # rebuilt below, as for every model
+        else:
+            eos = self.processor.tokenizer.eos_token or ""
+            full = [f"{p} {a}{eos}" for p, a in zip(prompts, answers, strict=True)]
+            encoded = self._process(images + images, prompts + full)
+            prompt = select_examples(encoded, 0, n, 2 * n, self.model)
+            batch = select_examples(encoded, n, 2 * n, 2 * n, self.model)
+            lengths = prompt["attention_mask"].sum(dim=1).tolist()
+            starts = [answer_start(p, length, f) for p, length, f
+                      in zip(prompt["input_ids"], lengths, batch["input_ids"], strict=True)]  # fmt: skip
+            answer = torch.arange(batch["input_ids"].shape[1]) >= torch.tensor(starts).unsqueeze(1)
         labels = batch["input_ids"].clone()
-        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-        for row, length in enumerate(prompt_lengths):
-            labels[row, :length] = IGNORE_INDEX
+        labels[~answer | (batch["attention_mask"] == 0)] = IGNORE_INDEX
         batch["labels"] = labels
         return batch
+
+    def _process(self, images: list[Image.Image], texts: list[str], **extra: Any) -> Any:
+        try:
+            return self.processor(images=images, text=texts, return_tensors="pt", padding=True, **extra)
+        except Exception as e:  # the processor is the model's own code: its failures are the model's
+            raise TaskError(f"model: the processor of {self.model} cannot encode the data in "
+                            f"{self.source} ({one_line(e)})", field="model") from e  # fmt: skip
 
     def build_model(self) -> nn.Module:
         from transformers import AutoModelForImageTextToText
@@ -197,4 +228,4 @@ def vqa_task(model: str, model_dir: Path | None, splits: dict[Split, list[Record
             "(processor_config.json or preprocessor_config.json); save it with processor.save_pretrained",
             field="model",
         )
-    return JsonlProcessorVQATask(model_dir, splits, source)
+    return JsonlProcessorVQATask(model_dir, splits, source, model)
