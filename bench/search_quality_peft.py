@@ -49,6 +49,12 @@ class PeftTask:
     def evaluate_outcomes(self, model: Any, split: str = "val", batch_size: int = 256) -> Any:
         return self.inner.evaluate_outcomes(model, split, batch_size)
 
+    def metric_directions(self) -> dict[str, str]:
+        return dict(self.inner.metric_directions())
+
+    def metric_outcomes(self, model: Any, metric: str, split: str = "val", batch_size: int = 256) -> Any:
+        return self.inner.metric_outcomes(model, metric, split, batch_size)
+
     def final_ranks(self) -> dict[str, int]:
         """Per site, the rank the adapter holds at the end of training."""
         return {n.removeprefix("base_model.model.").removesuffix(".lora_A"): int(m["default"].out_features)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ranktune.search.paired import binomial_se, paired_gain
+from ranktune.search.paired import binomial_se, is_rate, outcomes_se, paired_gain
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import TrialRecord
 
@@ -97,6 +97,16 @@ class Confirmed:
         sizes = {len(o) for _, o in self.runs.values() if o is not None}
         return sizes.pop() if len(sizes) == 1 else None
 
+    def se(self, examples: int | None) -> float | None:
+        """The mean's standard error over every example of every seed: binomial for a rate, from the
+        outcomes' spread for float ones (a loss); None when the number of examples is unknown."""
+        if not examples:
+            return None
+        outcomes = [o for _, o in self.runs.values() if o is not None]
+        if outcomes and not any(is_rate(o) for o in outcomes):  # float outcomes: not a rate
+            return outcomes_se(np.concatenate(outcomes))
+        return binomial_se(self.mean, examples * len(self.runs))
+
     def to_json(self) -> dict[str, Any]:
         examples = self.examples
         return {
@@ -106,7 +116,7 @@ class Confirmed:
             "seeds": len(self.objectives),
             "objectives": list(self.objectives),
             "examples": examples,
-            "se": binomial_se(self.mean, examples * len(self.runs)) if examples else None,
+            "se": self.se(examples),
         }
 
 
@@ -147,15 +157,18 @@ def summarize(
 
 
 def _signed(value: float | None, scale: float) -> str:
-    return "?" if value is None else f"{scale * value:+.1f}"
+    if value is None:
+        return "?"
+    return f"{scale * value:+.1f}" if scale != 1.0 else f"{value:+.3g}"  # a loss's gain may be 0.004
 
 
 def describe_result(result: dict[str, Any], metric: str = "accuracy") -> str:
     """One line for people: the winner's paired gain over uniform, its 95% interval and the verdict.
 
     When uniform itself won, the line names the best other confirmed schedule's comparison instead.
-    An accuracy's gains are in points (x100); other metrics' in their own units."""
-    scale, unit = (100.0, " points") if metric == "accuracy" else (1.0, "")
+    A rate's gains (accuracy, exact_match) are in points (x100); other metrics' in their own units,
+    signed so that better is positive (a lower ``eval_loss`` is a positive gain)."""
+    scale, unit = (100.0, " points") if metric in ("accuracy", "exact_match") else (1.0, "")
     winner = result.get("winner") or {}
     paired = result.get("paired")
     label = f"trial {winner.get('trial_number')}"

@@ -17,7 +17,10 @@ a lot, which is the honest answer (more seeds narrow it). With one seed the seed
 measured and the interval covers test-set sampling only (the method says so). Runs without
 per-example outcomes (rows stored before they were recorded) fall back to a paired t over seeds.
 
-Outcomes travel as text: ``"<n>:<base64 of numpy.packbits>"`` (6,000 examples in about 1 kB).
+Outcomes travel as text: ``"<n>:<base64 of numpy.packbits>"`` (6,000 examples in about 1 kB). A
+metric that is not a rate (a causal LM's ``eval_loss``) has a float per example, the example's own
+value; those travel as ``"f32:<n>:<base64 of little-endian float32>"`` (at most ``MAX_FLOAT_EXAMPLES``,
+so that a result stays within what the server stores) and pair the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import numpy as np
 from ranktune.search.errors import RanktuneError
 
 MAX_EXAMPLES = 1_000_000
+MAX_FLOAT_EXAMPLES = 30_000  # 160 kB of text: under the server's 200,000 characters per result
+FLOAT_PREFIX = "f32:"
 CONFIDENCE = 0.95
 Method = Literal["seeds x examples", "examples (one seed)", "seeds", "none"]
 
@@ -42,14 +47,31 @@ class OutcomesError(RanktuneError):
     field = "outcomes"
 
 
+def is_rate(outcomes: np.ndarray) -> bool:
+    """Right-or-wrong outcomes (bool, or 0/1 integers) rather than a float value per example."""
+    return np.asarray(outcomes).dtype.kind in "biu"
+
+
+def encodable(outcomes: np.ndarray) -> bool:
+    """Whether ``encode_outcomes`` takes these (float outcomes: at most ``MAX_FLOAT_EXAMPLES``)."""
+    return is_rate(outcomes) or np.asarray(outcomes).size <= MAX_FLOAT_EXAMPLES
+
+
 def encode_outcomes(outcomes: np.ndarray) -> str:
-    """Per-example 0/1 outcomes as ``"<n>:<base64>"``."""
+    """Per-example 0/1 outcomes as ``"<n>:<base64>"``, float ones as ``"f32:<n>:<base64>"``."""
+    if not is_rate(outcomes):
+        values = np.asarray(outcomes, dtype="<f4").ravel()
+        if values.size > MAX_FLOAT_EXAMPLES:
+            raise OutcomesError(f"outcomes: more than {MAX_FLOAT_EXAMPLES:,} float outcomes")
+        return f"{FLOAT_PREFIX}{values.size}:{base64.b64encode(values.tobytes()).decode('ascii')}"
     bits = np.asarray(outcomes).astype(bool).ravel()
     return f"{bits.size}:{base64.b64encode(np.packbits(bits).tobytes()).decode('ascii')}"
 
 
 def decode_outcomes(text: str) -> np.ndarray:
-    """The bool array ``encode_outcomes`` wrote; ``OutcomesError`` for anything else."""
+    """The array ``encode_outcomes`` wrote (bool, or float64 for floats); ``OutcomesError`` otherwise."""
+    if text.startswith(FLOAT_PREFIX):
+        return _decode_floats(text.removeprefix(FLOAT_PREFIX))
     count, sep, payload = text.partition(":")
     if not sep or not count.isdigit() or not 0 < int(count) <= MAX_EXAMPLES:
         raise OutcomesError(f"outcomes: expected '<examples>:<base64>' with 1 to {MAX_EXAMPLES:,} examples")
@@ -61,6 +83,35 @@ def decode_outcomes(text: str) -> np.ndarray:
     if packed.size != (n + 7) // 8:
         raise OutcomesError(f"outcomes: {packed.size} bytes cannot hold exactly {n} outcomes")
     return np.unpackbits(packed, count=n).astype(bool)
+
+
+def _decode_floats(text: str) -> np.ndarray:
+    count, sep, payload = text.partition(":")
+    if not sep or not count.isdigit() or not 0 < int(count) <= MAX_FLOAT_EXAMPLES:
+        raise OutcomesError(
+            f"outcomes: expected 'f32:<examples>:<base64>' with 1 to {MAX_FLOAT_EXAMPLES:,} examples"
+        )
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise OutcomesError(f"outcomes: not valid base64 ({e})") from e
+    if len(raw) != 4 * int(count):
+        raise OutcomesError(f"outcomes: {len(raw)} bytes cannot hold exactly {count} float32 values")
+    values = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    if not np.isfinite(values).all():
+        raise OutcomesError("outcomes: every float outcome must be finite")
+    return values
+
+
+def outcomes_se(outcomes: np.ndarray) -> float:
+    """Standard error of the outcomes' mean: binomial for right-or-wrong outcomes, the sample
+    standard deviation over sqrt(n) for float ones."""
+    values = np.asarray(outcomes).ravel()
+    if is_rate(values):
+        return binomial_se(float(values.mean()), values.size)
+    if values.size < 2:
+        return math.nan
+    return float(values.astype(float).std(ddof=1)) / math.sqrt(values.size)
 
 
 def binomial_se(p: float, n: int) -> float:

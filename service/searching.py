@@ -19,7 +19,7 @@ from ranktune.service.errors import InvalidInput
 from ranktune.service.memo import JsonMemo
 from ranktune.service.planning import build_space, select_towers, sites_for_search
 from ranktune.service.schemas.json_bounds import STORED
-from ranktune.service.schemas.spec import SearchCreate
+from ranktune.service.schemas.spec import ObjectiveSpec, SearchCreate
 
 log = logging.getLogger("ranktune.search")
 
@@ -52,15 +52,37 @@ def spec_error(error: RanktuneError) -> InvalidInput:
     return InvalidInput(str(error), field=".".join([SPEC_PATHS.get(head, head), *rest]))
 
 
-def discover_sites(model: str, task: str) -> tuple[AdapterSite, ...]:
-    """Every adapter site of ``model``; a model that cannot be resolved or built is a 422 on ``model``,
+def task_metrics(model: str, task: str) -> dict[str, str]:
+    """The metrics ``task`` reports on ``model`` (default objective first) and which way is better;
     a task that does not exist or does not fit the model is a 422 on ``task`` (or ``model``)."""
     from ranktune.trainer.tasks.registry import load_task  # torch stays out of the service's import path
 
     try:
-        load_task(task, model)
+        return dict(load_task(task, model).metric_directions())
     except RanktuneError as e:
         raise spec_error(e) from e
+
+
+def resolve_objective(spec: SearchCreate, metrics: dict[str, str]) -> SearchCreate:
+    """The spec with its objective filled in from the task: without one, the task's default metric
+    and its direction; with a metric but no direction, that metric's direction. A metric the task
+    does not report is a 422 on ``objective.metric`` (its trials could never succeed)."""
+    given = spec.objective.model_fields_set if "objective" in spec.model_fields_set else set()
+    metric = spec.objective.metric if "metric" in given else next(iter(metrics))
+    if metric not in metrics:
+        reported = ", ".join(f"{name} ({direction})" for name, direction in metrics.items())
+        raise InvalidInput(
+            f"objective.metric: {spec.task} reports {reported}; {metric!r} is not one of them",
+            field="objective.metric",
+        )
+    direction = spec.objective.direction if "direction" in given else metrics[metric]
+    objective = ObjectiveSpec(metric=metric, direction=direction)  # type: ignore[arg-type]
+    return spec.model_copy(update={"objective": objective})
+
+
+def discover_sites(model: str, task: str) -> tuple[AdapterSite, ...]:
+    """Every adapter site of ``model`` (check the task first: ``task_metrics``); a model that cannot
+    be resolved or built is a 422 on ``model``."""
     cacheable = model.startswith("builtin:")
     if cacheable and model in _BUILTIN_SITES:
         return _BUILTIN_SITES[model]
@@ -112,6 +134,7 @@ def prepare_search(spec: SearchCreate, default_lease_ttl_s: float) -> PreparedSe
     """Discover sites and build the space before any row is written: a bad spec fails here."""
     if spec.lease_ttl_s is None:
         spec = spec.model_copy(update={"lease_ttl_s": default_lease_ttl_s})
+    spec = resolve_objective(spec, task_metrics(spec.model, spec.task))
     sites = discover_sites(spec.model, spec.task)
     return PreparedSearch(spec, sites, build_search_space(spec, sites))
 

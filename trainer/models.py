@@ -52,8 +52,13 @@ def load_config(spec: str) -> PretrainedConfig:
         ) from e
 
 
-def _model_class(config: PretrainedConfig) -> type[nn.Module]:
-    """The class a fine-tune would load: the config's own architecture first, then the auto classes."""
+def model_class(config: PretrainedConfig) -> type[nn.Module]:
+    """The class a model directory names: the config's own architecture first, then the auto classes.
+
+    Planning, training, the worker and the exported adapter all use this one class, so module names
+    (``bert.encoder…`` of a ``BertForSequenceClassification``, ``model.layers…`` of a
+    ``Qwen2ForCausalLM``) are the same from a plan to PEFT's reload.
+    """
     import transformers
 
     for name in getattr(config, "architectures", None) or ():
@@ -71,6 +76,37 @@ def build_on_meta(config: PretrainedConfig) -> nn.Module:
     """Instantiate the model's module tree without allocating weights."""
     import torch
 
-    cls = _model_class(config)
+    cls = model_class(config)
     with torch.device("meta"):
         return cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+
+
+def is_causal_lm(config: PretrainedConfig) -> bool:
+    """Whether the model's class is one of transformers' causal language models (``…ForCausalLM``)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update((value,) if isinstance(value, str) else value)
+    return model_class(config).__name__ in names
+
+
+def is_sequence_classifier(config: PretrainedConfig) -> bool:
+    """Whether the model's class is a ``…ForSequenceClassification`` with a head of its own."""
+    return model_class(config).__name__.endswith("ForSequenceClassification")
+
+
+def load_pretrained(model_dir: Path, **overrides: object) -> nn.Module:
+    """The weights of a local model directory in the class ``model_class`` names, in fp32, offline.
+
+    ``overrides`` go to ``from_pretrained`` (config attributes such as ``num_labels``).
+    """
+    from transformers import AutoConfig
+
+    from ranktune.trainer.builtin.pretrain import quiet_transformers
+
+    cls = model_class(AutoConfig.from_pretrained(model_dir, local_files_only=True))
+    with quiet_transformers():
+        return cls.from_pretrained(  # type: ignore[attr-defined,no-any-return]
+            model_dir, local_files_only=True, dtype="float32", **overrides
+        )

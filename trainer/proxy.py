@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranktune.search.paired import binomial_se, encode_outcomes
+from ranktune.search.paired import binomial_se, encodable, encode_outcomes, is_rate, outcomes_se
 from ranktune.search.schedule import RankSchedule
 from ranktune.trainer.adapters import AdapterMethod
 from ranktune.trainer.adapters.dmlora import DMLoraController, DMLoraLinear
@@ -121,6 +121,9 @@ class ProxyResult:
     timeline: list[tuple[int, RankSchedule]] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
     outcomes: np.ndarray | None = field(default=None, repr=False, compare=False)  # of the last evaluation
+    # Every metric of the final evaluation (the objective ``metric_name`` and the task's others);
+    # empty when training stopped early.
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def examples(self) -> int:
@@ -128,8 +131,13 @@ class ProxyResult:
 
     @property
     def metric_se(self) -> float | None:
-        """Binomial standard error of ``metric`` over the evaluated examples."""
-        return binomial_se(self.metric, self.examples) if self.examples else None
+        """Standard error of ``metric`` over the evaluated examples (binomial for a rate)."""
+        if self.outcomes is None or not self.examples:
+            return None
+        if is_rate(self.outcomes):
+            return binomial_se(self.metric, self.examples)
+        se = outcomes_se(self.outcomes)
+        return se if math.isfinite(se) else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,7 +154,12 @@ class ProxyResult:
             "timeline": [{"step": step, "schedule": s.to_json()} for step, s in self.timeline],
             "examples": self.examples,
             "metric_se": self.metric_se,
-            "outcomes": encode_outcomes(self.outcomes) if self.outcomes is not None else None,
+            "outcomes": (
+                encode_outcomes(self.outcomes)
+                if self.outcomes is not None and encodable(self.outcomes)
+                else None
+            ),
+            "metrics": dict(self.metrics),
         }
 
 
@@ -215,14 +228,24 @@ def proxy_finetune(
     on_step: Callable[[int, float], None] | None = None,
     eval_split: Literal["val", "test"] = "val",
     stop_requested: Callable[[], str | None] | None = None,
+    objective: str | None = None,
 ) -> ProxyResult:
     """Fine-tune ``task``'s model with adapters per ``schedule`` (``None``: full fine-tuning baseline).
 
     ``callback`` runs at every evaluation and may answer ``Stop`` or ``Resize``; ``stop_requested``
     is polled before every step (a preempted worker stops within one step); ``on_step`` sees the loss.
+    ``objective`` (default: the task's ``metric``) is the metric of every evaluation, the curve and
+    the result; the final evaluation also measures the task's other metrics (``ProxyResult.metrics``).
     """
     method = method or AdapterMethod()
     settings = settings or ProxySettings()
+    objective = objective or task.metric
+    directions = task.metric_directions()
+    if objective not in directions:
+        raise TrainingError(
+            f"objective.metric: {task.name} reports {', '.join(directions)}, not {objective!r}",
+            field="objective",
+        )
     target = resolve_device(device)
     start = time.perf_counter()
     seed_everything(settings.seed)
@@ -252,6 +275,7 @@ def proxy_finetune(
     step = 0
     metric = float("nan")
     outcomes: torch.Tensor | None = None
+    final_metrics: dict[str, float] = {}
     for step in range(1, settings.steps + 1):
         reason = stop_requested() if stop_requested is not None else None
         if reason:
@@ -285,10 +309,16 @@ def proxy_finetune(
         if not at_eval:
             continue
         with autocast:
-            outcomes = task.evaluate_outcomes(model, eval_split, settings.eval_batch_size)
+            outcomes = task.metric_outcomes(model, objective, eval_split, settings.eval_batch_size)
         if outcomes.numel() == 0:
             raise TrainingError(f"task: the {eval_split} split is empty", field="task")
         metric = float(outcomes.float().mean())
+        if step == settings.steps:
+            final_metrics = {objective: metric}
+            for name in (n for n in directions if n != objective):
+                with autocast:
+                    other = task.metric_outcomes(model, name, eval_split, settings.eval_batch_size)
+                final_metrics[name] = float(other.float().mean())
         model.train()
         curve.append(Measurement(step, sum(losses) / len(losses), metric))
         losses = []
@@ -305,7 +335,7 @@ def proxy_finetune(
         controller.finish()
     model.eval()
     return ProxyResult(
-        metric_name=task.metric,
+        metric_name=objective,
         metric=metric,
         curve=curve,
         trainable_params=trainable_count,
@@ -318,4 +348,5 @@ def proxy_finetune(
         timeline=timeline,
         outcomes=outcomes.numpy() if outcomes is not None else None,
         model=model,
+        metrics=final_metrics,
     )

@@ -108,6 +108,32 @@ def test_the_description_says_when_uniform_was_kept_and_when_there_is_no_interva
     )
 
 
+def test_float_outcomes_travel_and_pair_for_a_minimized_loss() -> None:
+    rng = np.random.default_rng(5)
+    losses = rng.gamma(2.0, 0.5, 300)  # per-example losses, uniform's
+    text = encode_outcomes(losses)
+    assert text.startswith("f32:300:") and decode_outcomes(text) == pytest.approx(losses, rel=1e-6)
+    nan = "f32:1:AADAfw=="  # one float32 NaN
+    for bad, message in [("f32:2:AAAA", "cannot hold"), ("f32:x:AA==", "expected"), (nan, "finite")]:
+        with pytest.raises(OutcomesError, match=message):
+            decode_outcomes(bad)
+    runs = []
+    for seed in range(2):
+        uniform = losses + rng.normal(0, 0.05, 300)
+        better = uniform - 0.1 + rng.normal(0, 0.05, 300)  # a lower loss on every example
+        for number, values in ((0, uniform), (7, better)):
+            sent = decode_outcomes(encode_outcomes(values))  # as a worker's result carries them
+            runs.append(ConfirmResult(number, seed, float(values.mean()), sent))
+    result = summarize(runs, "minimize")
+    assert result is not None and result["winner"]["trial_number"] == 7
+    paired = result["paired"]
+    assert paired["method"] == "seeds x examples" and paired["verdict"] == "significant gain"
+    assert paired["gain"] == pytest.approx(0.1, abs=0.01) and paired["ci"][0] > 0  # better is positive
+    winner = [r.outcomes for r in runs if r.confirms == 7]
+    assert result["winner"]["se"] == pytest.approx(np.concatenate(winner).std(ddof=1) / np.sqrt(600))
+    assert describe_result(result, "eval_loss").startswith(f"trial 7: gain {paired['gain']:+.3g} (95% CI")
+
+
 def test_a_real_seed_effect_widens_the_interval_enough_to_keep_coverage() -> None:
     rng = np.random.default_rng(4)
     covered, widths = 0, []

@@ -2,11 +2,14 @@
 
 Every adapter, DMLoRA included, is written as the equivalent plain LoRA of its current rank:
 A = the stacked down-projections, B = the stacked up-projections rescaled so that PEFT's own
-scaling (alpha/r, or alpha/sqrt(r) with rsLoRA) reproduces ΔW exactly.
+scaling (alpha/r, or alpha/sqrt(r) with rsLoRA) reproduces ΔW exactly. A task head trained in full
+and part of the model's own class (a ``…ForSequenceClassification``'s ``classifier``) is written
+whole, as PEFT's ``modules_to_save``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,8 +21,11 @@ from ranktune.trainer.adapters.inject import adapter_layers, effective_schedule
 
 
 @torch.no_grad()
-def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def peft_state_dict(model: nn.Module, heads: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
+    for head in heads:
+        for key, value in model.get_submodule(head).state_dict().items():
+            state[f"base_model.model.{head}.{key}"] = value.detach().float().cpu().contiguous()
     for name, layer in adapter_layers(model).items():
         if layer.rank == 0:
             continue
@@ -33,9 +39,14 @@ def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_peft_adapter(
-    model: nn.Module, template: RankSchedule, out_dir: str | Path, base_model: str | None = None
+    model: nn.Module,
+    template: RankSchedule,
+    out_dir: str | Path,
+    base_model: str | None = None,
+    heads: Sequence[str] = (),
 ) -> Path:
-    """Save the model's adapters so ``PeftModel.from_pretrained(base, out_dir)`` reproduces them."""
+    """Save the model's adapters so ``PeftModel.from_pretrained(base, out_dir)`` reproduces them;
+    ``heads`` (module names of the base's class, trained in full) go whole into ``modules_to_save``."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
@@ -43,6 +54,8 @@ def save_peft_adapter(
     out.mkdir(parents=True, exist_ok=True)
     config = to_peft_config(effective_schedule(model, template))
     config.pop("peft_type")
+    if heads:
+        config["modules_to_save"] = list(heads)
     LoraConfig(base_model_name_or_path=base_model, **config).save_pretrained(str(out))
-    save_file(peft_state_dict(model), str(out / "adapter_model.safetensors"))
+    save_file(peft_state_dict(model, heads), str(out / "adapter_model.safetensors"))
     return out

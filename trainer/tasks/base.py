@@ -7,16 +7,22 @@ examples for that model, the training loss and the validation metric. The proxy 
 Contract:
 - ``build_model`` returns the pretrained base on the CPU in fp32, every parameter frozen
   (``requires_grad=False``) except a task head the task must train (e.g. a new classifier),
-  which it names in ``head_modules``. Adapters are injected afterwards by the caller.
+  which it names in ``head_modules``. Adapters are injected afterwards by the caller. It is built
+  in the class the model's directory names (``trainer.models.model_class``), so that a schedule
+  planned on the model spec names the same modules. Heads that belong to that class (not added by
+  the task) are also in ``saved_heads``: an exported adapter carries them (PEFT's ``modules_to_save``).
 - ``batches(split, batch_size, seed)`` yields dicts of CPU tensors. For ``"train"`` it is an
   endless, deterministic stream (reshuffled each epoch from ``seed``); for ``"val"`` and
   ``"test"`` it is one pass in a fixed order.
 - ``loss(model, batch)`` returns a scalar tensor; ``evaluate_outcomes(model, split, batch_size)``
-  returns, per example of the split in its fixed order, whether the model got it right (a bool CPU
-  tensor), and never changes the model's weights or mode for the caller (it may switch to eval and
-  must switch back). ``evaluate`` is their mean: the task's metric in [0, 1], higher is better.
-  Both move batches to the device of the model's first parameter; the caller may wrap them in
-  ``torch.autocast``.
+  returns, per example of the split in its fixed order, the outcome of the task's ``metric``: a bool
+  CPU tensor (whether the model got it right; the metric is a rate in [0, 1]) or a float one (e.g.
+  the example's loss). It never changes the model's weights or mode for the caller (it may switch to
+  eval and must switch back). ``evaluate`` is the outcomes' mean: the metric. Both move batches to
+  the device of the model's first parameter; the caller may wrap them in ``torch.autocast``.
+- ``metric`` is the default objective. A task that reports more than one metric lists them all,
+  each with the direction that is better, in ``metric_directions`` (default objective first) and
+  returns any of them per example from ``metric_outcomes``; a task with one metric overrides neither.
 - Nothing downloads: data and weights are built in, bundled in packages, or read from local files.
 """
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 Split = Literal["train", "val", "test"]
+Direction = Literal["maximize", "minimize"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 Batch = dict[str, "torch.Tensor"]
 
@@ -41,6 +48,7 @@ class Task(ABC):
     metric: ClassVar[str] = "accuracy"
     description: ClassVar[str] = ""  # one line for listings: what the data is (say if it is synthetic)
     head_modules: tuple[str, ...] = ()  # module names of task heads trained in full (never sites)
+    saved_heads: tuple[str, ...] = ()  # those of head_modules the model's own class has
 
     @abstractmethod
     def build_model(self) -> nn.Module: ...
@@ -55,7 +63,19 @@ class Task(ABC):
     def evaluate_outcomes(
         self, model: nn.Module, split: Split = "val", batch_size: int = 256
     ) -> torch.Tensor:
-        """Per example of ``split``, in its fixed order: right (True) or not."""
+        """Per example of ``split``, in its fixed order: ``metric``'s outcome (right or not, or a float)."""
+
+    def metric_directions(self) -> dict[str, Direction]:
+        """Every metric the task reports and which way is better; the default objective first."""
+        return {self.metric: "maximize"}
+
+    def metric_outcomes(
+        self, model: nn.Module, metric: str, split: Split = "val", batch_size: int = 256
+    ) -> torch.Tensor:
+        """Per example of ``split``: the outcome of ``metric``, one of ``metric_directions``."""
+        if metric != self.metric:
+            raise ValueError(f"{type(self).__name__} reports {self.metric}, not {metric}")
+        return self.evaluate_outcomes(model, split, batch_size)
 
     def evaluate(self, model: nn.Module, split: Split = "val", batch_size: int = 256) -> float:
         outcomes = self.evaluate_outcomes(model, split, batch_size)

@@ -9,11 +9,16 @@ Blank lines are skipped. One JSON object per line, either
   "question": "which digit is this ?", "answer": "seven"}``; the image path is relative to the
   JSONL file's directory, or absolute;
 - text classification, for a text encoder: ``{"text": "...", "label": "sports"}``; labels are
-  strings, numbered in sorted order.
+  strings, numbered in sorted order (or in the order of a ``…ForSequenceClassification``
+  checkpoint's own labels, when its head was trained on exactly these);
+- instruction tuning, for a causal LM (``trainer.tasks.jsonl_lm``): ``{"prompt": "...",
+  "completion": "..."}`` or ``{"messages": [{"role": "user", "content": "..."}, {"role":
+  "assistant", "content": "..."}]}``.
 
 The kind is read from the keys of the first record and must suit the model: a model whose config
-has a ``vision_config`` takes VQA data, any other takes classification data. Malformed input raises
-``TaskError`` naming the file, the line and the key.
+has a ``vision_config`` takes VQA data, a causal LM (``…ForCausalLM``) instruction data (or
+classification data), any other model classification data. Malformed input raises ``TaskError``
+naming the file, the line and the key.
 """
 
 from __future__ import annotations
@@ -26,17 +31,21 @@ import numpy as np
 
 from ranktune.trainer.errors import TaskError
 from ranktune.trainer.tasks.base import SPLITS, Split, Task
-from ranktune.trainer.tasks.classification import TextClassificationTask
+from ranktune.trainer.tasks.classification import TextClassificationTask, label_order
+from ranktune.trainer.tasks.jsonl_lm import check_messages
 from ranktune.trainer.tasks.jsonl_records import Record
 
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 MIN_LINES_TO_SPLIT = 10
-Kind = Literal["vqa", "classification"]
+Kind = Literal["vqa", "classification", "completion", "chat"]
 KEYS: dict[Kind, tuple[str, ...]] = {
     "vqa": ("image", "question", "answer"),
     "classification": ("text", "label"),
+    "completion": ("prompt", "completion"),
+    "chat": ("messages",),
 }
+TEXT_KEYS: dict[Kind, tuple[str, ...]] = {**KEYS, "chat": ()}  # keys whose value is a non-empty string
 
 
 def read_jsonl(path: Path) -> list[Record]:
@@ -95,16 +104,21 @@ def read_dataset(spec: Path) -> dict[Split, list[Record]]:
 
 
 def dataset_kind(splits: dict[Split, list[Record]]) -> Kind:
-    """VQA or classification from the first record's keys; then every record must have that kind's keys."""
+    """The kind from the first record's keys; then every record must have that kind's keys."""
     first = splits["train"][0]
     if "image" in first.data or "question" in first.data:
         kind: Kind = "vqa"
     elif "text" in first.data or "label" in first.data:
         kind = "classification"
+    elif "prompt" in first.data or "completion" in first.data:
+        kind = "completion"
+    elif "messages" in first.data:
+        kind = "chat"
     else:
         raise TaskError(
             f"task: {first.where}: cannot tell the kind of data from keys {sorted(first.data)}; expected "
-            "image, question and answer (VQA) or text and label (classification)"
+            "image, question and answer (VQA), text and label (classification), prompt and completion "
+            "or messages (instruction tuning)"
         )
     for records in splits.values():
         for record in records:
@@ -112,7 +126,9 @@ def dataset_kind(splits: dict[Split, list[Record]]) -> Kind:
                 if key not in record.data:
                     raise TaskError(f"task: {record.where}: missing key {key!r} (a {kind} record needs "
                                     f"{', '.join(KEYS[kind])})")  # fmt: skip
-                if not isinstance(record.data[key], str) or not record.data[key].strip():
+                if key not in TEXT_KEYS[kind]:
+                    check_messages(record)
+                elif not isinstance(record.data[key], str) or not record.data[key].strip():
                     raise TaskError(
                         f"task: {record.where}: key {key!r} must be a non-empty string, "
                         f"got {json.dumps(record.data[key])}"
@@ -121,16 +137,17 @@ def dataset_kind(splits: dict[Split, list[Record]]) -> Kind:
 
 
 class JsonlClassificationTask(TextClassificationTask):
-    """Text classification from JSONL with a local encoder and a new mean-pooling linear head."""
+    """Text classification from JSONL with a local encoder and a new mean-pooling linear head (or the
+    model's own head: ``TextClassificationTask``)."""
 
     name: ClassVar[str] = "jsonl:classification"
     description: ClassVar[str] = "Text classification from a user's JSONL files; metric: accuracy."
 
     def __init__(self, model_dir: Path, splits: dict[Split, list[Record]], source: Path) -> None:
         labels = sorted({record.data["label"] for records in splits.values() for record in records})
-        super().__init__(model_dir, labels)
+        super().__init__(model_dir, label_order(model_dir, labels))
         self.source = source
-        index = {label: i for i, label in enumerate(labels)}
+        index = {label: i for i, label in enumerate(self.label_names)}
         self._examples = {
             split: ([r.data["text"] for r in records], [index[r.data["label"]] for r in records])
             for split, records in splits.items()
@@ -163,6 +180,33 @@ def load_jsonl_task(spec: Path, model: str, model_dir: Path | None, *, is_vlm: b
     if kind == "classification":
         assert model_dir is not None
         return JsonlClassificationTask(model_dir, splits, spec)
+    if kind in ("completion", "chat"):
+        return _causal_lm_task(spec, model, model_dir, splits, kind, is_vlm=is_vlm)
     from ranktune.trainer.tasks.jsonl_vqa import vqa_task
 
     return vqa_task(model, model_dir, splits, spec)
+
+
+def _causal_lm_task(
+    spec: Path, model: str, model_dir: Path | None, splits: dict[Split, list[Record]], kind: Kind,
+    *, is_vlm: bool,
+) -> Task:  # fmt: skip
+    from ranktune.trainer.models import is_causal_lm, load_config, model_class
+    from ranktune.trainer.tasks.causal_lm import CausalLMTask
+
+    records = "prompt, completion" if kind == "completion" else "messages"
+    if is_vlm or model_dir is None:
+        raise TaskError(
+            f"model: {model} is a vision-language model but {spec} holds instruction records ({records}); "
+            "use a causal language model directory (a …ForCausalLM, e.g. Llama, Qwen2, Gemma)",
+            field="model",
+        )
+    config = load_config(str(model_dir))
+    if not is_causal_lm(config):
+        raise TaskError(
+            f"model: {model} is a {model_class(config).__name__}, not a causal language model, but "
+            f"{spec} holds instruction records ({records}); use a …ForCausalLM directory (e.g. Llama, "
+            "Qwen2, Gemma) or text and label records for classification",
+            field="model",
+        )
+    return CausalLMTask(model_dir, splits, spec, "completion" if kind == "completion" else "chat")
