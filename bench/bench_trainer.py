@@ -4,9 +4,11 @@
 2. Accuracy: no tuning vs uniform rank-8 LoRA vs DMLoRA at the same parameters vs full fine-tuning.
 3. Train-step time: ranktune LoRA vs the frozen base (goal ≤ 1.15×) and vs PEFT LoRA with the
    same schedule (goal ≥ 0.9× PEFT's speed); variants interleaved round by round on the same batches.
-4. Inference latency: DMLoRA merged vs the base model (goal within 2%) and unmerged.
+4. Inference latency: DMLoRA merged and unloaded vs the base model (goal within 2%), merged with the
+   wrappers kept, and unmerged.
 
 Run: .venv/bin/python bench/bench_trainer.py [--device cpu|cuda] [--steps 200] [--long-steps 600]
+     [--inference-only]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import nn
 from ranktune.search.grid import RankGrid
 from ranktune.search.peft_format import to_peft_config
 from ranktune.search.schedule import RankSchedule
-from ranktune.trainer.adapters import AdapterMethod, inject_adapters, merge_adapters
+from ranktune.trainer.adapters import AdapterMethod, inject_adapters, merge_adapters, merge_and_unload
 from ranktune.trainer.proxy import ProxySettings, proxy_finetune, resolve_device
 from ranktune.trainer.sites import sites_of_model
 from ranktune.trainer.tasks.registry import load_task
@@ -132,11 +134,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--long-steps", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--inference-only", action="store_true", help="only the inference latency table")
     args = parser.parse_args()
     device = resolve_device(args.device)
     task = load_task(TASK, MODEL)
     sites = sites_of_model(task.build_model())
     schedule = RankSchedule.uniform(sites, 8, RankGrid((0, 8)))
+    if not args.inference_only:
+        training_figures(args, task, schedule, device)
+    lat = inference_latency(task, schedule, device, args.rounds)
+    print("\n" + table(["inference (batch 256)", "median ms", "vs base"], [
+        [name, f"{value * 1e3:.2f}", f"{value / lat['base']:.3f}x"] for name, value in lat.items()
+    ]))  # fmt: skip
+
+
+def inference_latency(task, schedule: RankSchedule, device: torch.device, rounds: int) -> dict[str, float]:
+    """The base vs DMLoRA merged and unloaded (plain nn.Linear back), merged in its wrappers, unmerged."""
+    torch.manual_seed(0)
+    unmerged = task.build_model()
+    inject_adapters(unmerged, schedule, AdapterMethod("dmlora"))
+    wrapped = copy.deepcopy(unmerged)
+    merge_adapters(wrapped)
+    unloaded = merge_and_unload(copy.deepcopy(unmerged))
+    variants = {"base": task.build_model(), "DMLoRA merged and unloaded": unloaded,
+                "DMLoRA merged, wrappers kept": wrapped, "DMLoRA unmerged": unmerged}  # fmt: skip
+    return latency(task, variants, device, rounds)
+
+
+def training_figures(args: argparse.Namespace, task, schedule: RankSchedule, device: torch.device) -> None:
+    from bench.results_md import table
+
     timer: Callable[[], float] = time.perf_counter
     start = timer()
     proxy = proxy_finetune(
@@ -159,16 +186,6 @@ def main() -> None:
         ["frozen base", f"{base_t * 1e3:.1f}", "1.00x"],
         ["ranktune LoRA", f"{ours_t * 1e3:.1f}", f"{ours_t / base_t:.2f}x of base (goal <= 1.15x)"],
         ["PEFT LoRA", f"{peft_t * 1e3:.1f}", f"ours at {peft_t / ours_t:.2f}x PEFT's speed (goal >= 0.9x)"],
-    ]))  # fmt: skip
-
-    dmlora = task.build_model()
-    inject_adapters(dmlora, schedule, AdapterMethod("dmlora"))
-    unmerged = copy.deepcopy(dmlora)
-    merge_adapters(dmlora)
-    lat = latency(task, {"base": task.build_model(), "DMLoRA merged": dmlora, "DMLoRA unmerged": unmerged},
-                  device, args.rounds)  # fmt: skip
-    print("\n" + table(["inference (batch 256)", "median ms", "vs base"], [
-        [name, f"{value * 1e3:.2f}", f"{value / lat['base']:.3f}x"] for name, value in lat.items()
     ]))  # fmt: skip
 
 

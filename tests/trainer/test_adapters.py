@@ -17,6 +17,7 @@ from ranktune.trainer.adapters import (
     DMLoraOptions,
     inject_adapters,
     merge_adapters,
+    merge_and_unload,
     unmerge_adapters,
 )
 from ranktune.trainer.adapters.dmlora import DMLoraLinear
@@ -94,6 +95,28 @@ def test_budget_init_merge_unmerge(case, method: str) -> None:
     for key, value in model.state_dict().items():
         if key.replace(".base_layer", "") in base_weights and "lora" not in key:
             torch.testing.assert_close(value, base_weights[key.replace(".base_layer", "")], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_merge_and_unload_leaves_the_base_modules_with_merged_weights(case, method: str) -> None:
+    name, model = case
+    reference = copy.deepcopy(model)
+    schedule = planned(model, 1, AlphaRule())
+    inject_adapters(model, schedule, METHODS[method])
+    perturb(model)
+    inputs = inputs_for(name)
+    unmerged = output_of(model, inputs)
+    deltas = {site: layer.delta_weight() for site, layer in adapter_layers(model).items()}
+    assert merge_and_unload(model) is model
+    assert not adapter_layers(model)
+    modules = dict(model.named_modules())
+    assert set(modules) == set(dict(reference.named_modules())), "the base's module tree, nothing added"
+    for site, delta in deltas.items():
+        assert type(modules[site]) is nn.Linear
+        expected = reference.get_submodule(site).weight + delta
+        torch.testing.assert_close(modules[site].weight, expected, rtol=0, atol=1e-6)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+    torch.testing.assert_close(output_of(model, inputs), unmerged, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -85,6 +85,19 @@ def unmerge_adapters(model: nn.Module) -> None:
         layer.unmerge()
 
 
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and put the plain ``nn.Linear`` back in its place.
+
+    Merging alone keeps the wrapper, whose forward still checks its state on every call; unloaded,
+    inference runs exactly the base model's modules with the merged weights. Returns ``model``.
+    """
+    for name, layer in adapter_layers(model).items():
+        layer.merge()
+        parent, child = _parent(model, name)
+        setattr(parent, child, layer.base_layer)
+    return model
+
+
 def effective_schedule(model: nn.Module, template: RankSchedule) -> RankSchedule:
     """The ranks the model carries now (DMLoRA pruning and resizes included), on the template's sites."""
     ranks = {name: layer.rank for name, layer in adapter_layers(model).items()}
