@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ def api(server: str, token: str | None) -> httpx.Client:
 
 def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     """One request; any failure becomes a one-line ClientError naming what went wrong."""
+    response = request(client, method, path, **kwargs)
+    return response.json() if response.content else None
+
+
+def request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """``call`` without decoding the answer (for downloads)."""
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as e:
@@ -41,7 +48,39 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
         except (ValueError, KeyError, IndexError, TypeError):
             message = response.text[:300]
         raise ClientError(f"server answered {response.status_code}: {message}")
-    return response.json() if response.content else None
+    return response
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What ``write_export`` wrote: the best trial's schedule as a PEFT config, and the weights if stored."""
+
+    export: dict[str, Any]
+    config_path: Path
+    weights_path: Path | None
+
+
+def write_export(client: httpx.Client, search_id: int, out_dir: Path) -> Exported:
+    """Write the search's PEFT adapter into ``out_dir``: ``adapter_config.json`` always, and
+    ``adapter_model.safetensors`` when a confirmation run uploaded the winner's trained weights."""
+    import hashlib
+    import io
+    import zipfile
+
+    exported = call(client, "GET", f"/searches/{search_id}/export/peft")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / "adapter_config.json"
+    stored = exported.get("adapter")
+    if not stored:
+        config_path.write_text(json.dumps(exported["peft_config"], indent=2))
+        return Exported(exported, config_path, None)
+    data = request(client, "GET", f"/searches/{search_id}/export/peft/adapter").content
+    if hashlib.sha256(data).hexdigest() != stored["sha256"]:
+        raise ClientError(f"server: the adapter of search {search_id} arrived damaged (sha256 differs)")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            (out_dir / name).write_bytes(archive.read(name))
+    return Exported(exported, config_path, out_dir / "adapter_model.safetensors")
 
 
 def read_spec(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
+from ranktune.service.api import API_PREFIX
 from ranktune.service.api.errors import install_error_handlers
 from ranktune.service.api.limits import RequestLimits
 from ranktune.service.api.routes import admin, dashboard, health, leases, searches
@@ -23,7 +24,6 @@ from ranktune.service.queue_filler import queue_filler
 from ranktune.service.settings import Settings
 
 log = logging.getLogger("ranktune.app")
-API_PREFIX = "/api/v1"
 
 
 def warn_if_open(app: FastAPI) -> None:
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestLimits,
         max_body_bytes=settings.max_body_bytes,
         max_json_field_bytes=settings.max_json_field_bytes,
+        max_adapter_bytes=settings.max_adapter_bytes,
     )
     for router in (searches.router, leases.router, admin.router, health.router):
         app.include_router(router, prefix=API_PREFIX)

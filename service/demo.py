@@ -12,7 +12,6 @@ a later demo warm-starts its performance model from the earlier ones (transfer).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from rich.console import Console
 
 from ranktune.search.confirm import describe_result
 from ranktune.search.schedule import Budget, RankSchedule
-from ranktune.service.api_client import wait_for
+from ranktune.service.api_client import wait_for, write_export
 from ranktune.service.plan_view import print_schedule
 
 MODEL, TASK = "builtin:tiny-vlm", "builtin:digits-vqa"
@@ -159,7 +158,9 @@ def summarize(console: Console, client: httpx.Client, search: dict[str, Any], ou
             f"performance model: cross-validated Spearman {model['spearman']:.2f}, MAE {model['mae']:.3f} "
             f"over {model['trials']} trials"
         )
-    exported = client.get(f"/searches/{search['id']}/export/peft").json()
-    target = out_dir / "adapter_config.json"
-    target.write_text(json.dumps(exported["peft_config"], indent=2))
-    console.print(f"PEFT config (LoraConfig with rank_pattern) written to [bold]{target}[/]")
+    written = write_export(client, search["id"], out_dir)
+    console.print(f"PEFT config (LoraConfig with rank_pattern) written to [bold]{written.config_path}[/]")
+    if written.weights_path is not None:
+        console.print(
+            f"winner's trained weights (best confirmation run) written to [bold]{written.weights_path}[/]"
+        )

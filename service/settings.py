@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; a larger one is a 413 before it is read",
     )
+    max_adapter_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1024,
+        description="Largest trained adapter (a zip of PEFT's files) a worker may upload for a "
+        "confirmation run; a larger one is a 413 and the search keeps only its schedule",
+    )
     max_json_field_bytes: int = Field(
         default=2**20,
         ge=1024,

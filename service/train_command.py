@@ -53,6 +53,7 @@ def run_train(
 ) -> None:
     from ranktune.trainer.adapters import AdapterMethod
     from ranktune.trainer.adapters.export import save_peft_adapter
+    from ranktune.trainer.adapters.inject import effective_schedule
     from ranktune.trainer.proxy import ProxySettings, proxy_finetune
     from ranktune.trainer.sites import sites_of_model
     from ranktune.trainer.tasks.registry import load_task
@@ -79,16 +80,27 @@ def run_train(
 
         result = proxy_finetune(the_task, schedule, method, settings, device=device, on_step=on_step)
     assert result.model is not None
-    save_peft_adapter(result.model, schedule, out, base_model=model)
-    (out / "ranktune_result.json").write_text(json.dumps(result.to_json(), indent=2))
-    (out / "ranktune_schedule.json").write_text(schedule.dumps())
+    save_peft_adapter(result.model, schedule, out, base_model=model, heads=the_task.saved_heads)
+    # What was written: DMLoRA may have pruned branches, so fewer ranks than requested (and trained).
+    written = effective_schedule(result.model, schedule)
+    (out / "ranktune_result.json").write_text(
+        json.dumps({**result.to_json(), "exported_params": written.parameter_count}, indent=2)
+    )
+    (out / "ranktune_schedule.json").write_text(written.dumps())
     table = Table(title=f"{task} on {model}", title_justify="left")
     for column in ("metric", "value"):
         table.add_column(column)
     se = result.metric_se
     spread = f" ± {se:.4f} (s.e., {result.examples:,} val examples)" if se is not None else ""
     table.add_row(result.metric_name, f"{result.metric:.4f}{spread}")
-    table.add_row("adapter params", f"{result.adapter_params:,}")
+    for name, value in result.metrics.items():
+        if name != result.metric_name:
+            table.add_row(name, f"{value:.4f}")
+    if written.parameter_count == result.adapter_params:
+        table.add_row("adapter params", f"{result.adapter_params:,}")
+    else:
+        table.add_row("adapter params, trained", f"{result.adapter_params:,}")
+        table.add_row("adapter params, written", f"{written.parameter_count:,} (branches pruned)")
     table.add_row("trainable params", f"{result.trainable_params:,}")
     table.add_row("steps", str(result.steps_done))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")

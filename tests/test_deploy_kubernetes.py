@@ -47,14 +47,16 @@ from tests.deploy_files import (
 )
 
 APP = KUBERNETES / "app"
-ENTRY_POINTS = (KUBERNETES, APP)  # with PostgreSQL in the cluster, and with a database elsewhere
+OPTUNA = KUBERNETES / "optuna"
+# With PostgreSQL in the cluster, with a database elsewhere, and the optional Optuna mirror.
+ENTRY_POINTS = (KUBERNETES, APP, OPTUNA)
 VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 PLACEHOLDER = "CHANGE-ME"
 README_SECTION = "## Deploy on Kubernetes / Slurm"
 
 
 def everything() -> list[dict[str, Any]]:
-    return render(KUBERNETES)
+    return render(KUBERNETES) + render(OPTUNA)
 
 
 def ranktune_containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -151,7 +153,7 @@ def test_the_validator_rejects_a_broken_deployment(break_it: Any) -> None:
 
 
 def test_every_manifest_is_applied_by_kustomize_except_the_secret_example() -> None:
-    applied = kustomization_files(KUBERNETES)
+    applied = kustomization_files(KUBERNETES) | kustomization_files(OPTUNA)
     ignored = {(ROOT / line).resolve() for line in (ROOT / ".gitignore").read_text().split()}
     on_disk = {p.resolve() for p in KUBERNETES.rglob("*.yaml")} - ignored  # a filled-in secret.yaml
     assert on_disk - applied == {SECRET_EXAMPLE.resolve()}, "a manifest no kustomization.yaml lists"
@@ -194,7 +196,7 @@ def test_ranktune_containers_run_the_image_of_docker_compose() -> None:
     compose = load_compose()["services"]
     objects = everything()
     ranktune = ranktune_containers(objects)
-    assert {name for name, _ in ranktune} == {"ranktune-api", "ranktune-worker"}
+    assert {name for name, _ in ranktune} == {"ranktune-api", "ranktune-worker", "ranktune-optuna-sync"}
     wanted = split_image(interpolate(compose["api"]["image"]))
     for name, c in ranktune:
         assert split_image(c["image"]) == wanted, f"{name}/{c['name']}: {c['image']}"
@@ -306,6 +308,15 @@ def test_workers_pull_from_the_api_service_with_a_token_from_a_secret() -> None:
     assert token.envvar in env_of(worker), f"worker: no {token.envvar}"
     secret_ref(env_of(worker)[token.envvar])
     assert "RANKTUNE_DATABASE_URL" not in env_of(worker), "workers talk HTTP only: no database access"
+
+
+def test_the_optuna_mirror_runs_once_on_the_database_and_never_in_the_api() -> None:
+    mirror = find(everything(), "Deployment", "ranktune-optuna-sync")
+    assert mirror["spec"]["replicas"] == 1 and mirror["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = pod_spec(mirror)["containers"]
+    assert c["args"][0] == "optuna-sync" and "RANKTUNE_DATABASE_URL" in env_of(c)
+    api = container(everything(), "Deployment", "ranktune-api", "api")
+    assert "optuna-sync" not in api["args"]
 
 
 def test_workers_take_one_gpu_each_and_update_without_a_spare_one() -> None:

@@ -1,1 +1,3 @@
 """The REST API: thin routes over the repositories, under ``/api/v1``."""
+
+API_PREFIX = "/api/v1"

@@ -1,5 +1,6 @@
 """Request limits, enforced before a body is read: ``RANKTUNE_MAX_BODY_BYTES`` for a whole body
-(413), ``RANKTUNE_MAX_JSON_FIELD_BYTES`` for each free-form JSON field (422, see json_bounds.py).
+(413), ``RANKTUNE_MAX_ADAPTER_BYTES`` instead for an adapter upload (``PUT …/leases/{id}/adapter``),
+``RANKTUNE_MAX_JSON_FIELD_BYTES`` for each free-form JSON field (422, see json_bounds.py).
 
 A declared ``Content-Length`` above the limit is answered at once, without reading a byte of the
 body; a body without one (chunked) is counted as it arrives and refused at the first chunk that
@@ -19,10 +20,12 @@ from ranktune.service.schemas.json_bounds import field_bytes_limit
 class BodyTooLarge(HTTPException):
     """Raised from ``receive``; FastAPI passes HTTPExceptions through, its handler answers 413."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            413, f"body: larger than {limit:,} bytes, the most this server accepts (RANKTUNE_MAX_BODY_BYTES)"
-        )
+    def __init__(self, limit: int, setting: str = "RANKTUNE_MAX_BODY_BYTES") -> None:
+        super().__init__(413, f"body: larger than {limit:,} bytes, the most this server accepts ({setting})")
+
+
+def is_adapter_upload(scope: Scope) -> bool:
+    return scope["method"] == "PUT" and scope["path"].rstrip("/").endswith("/adapter")
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -38,19 +41,28 @@ def declared_length(scope: Scope) -> int | None:
 class RequestLimits:
     """Pure ASGI middleware (not BaseHTTPMiddleware, which would buffer and re-wrap streams)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_json_field_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_json_field_bytes: int,
+        max_adapter_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_field_bytes = max_json_field_bytes
+        self.max_adapter_bytes = max_body_bytes if max_adapter_bytes is None else max_adapter_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit, setting = self.max_body_bytes, "RANKTUNE_MAX_BODY_BYTES"
+        if is_adapter_upload(scope):
+            limit, setting = self.max_adapter_bytes, "RANKTUNE_MAX_ADAPTER_BYTES"
         declared = declared_length(scope)
         if declared is not None and declared > limit:
-            await too_large(limit)(scope, receive, send)
+            await too_large(limit, setting)(scope, receive, send)
             return
         received = 0
         started = False
@@ -61,7 +73,7 @@ class RequestLimits:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise BodyTooLarge(limit, setting)
             return message
 
         async def watched_send(message: Message) -> None:
@@ -75,9 +87,9 @@ class RequestLimits:
         except BodyTooLarge:
             if started:
                 raise
-            await too_large(limit)(scope, receive, send)
+            await too_large(limit, setting)(scope, receive, send)
 
 
-def too_large(limit: int) -> JSONResponse:
-    error = BodyTooLarge(limit)
+def too_large(limit: int, setting: str = "RANKTUNE_MAX_BODY_BYTES") -> JSONResponse:
+    error = BodyTooLarge(limit, setting)
     return error_response(error.status_code, ["body"], error.detail, "BodyTooLarge")

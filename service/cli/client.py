@@ -5,7 +5,6 @@ They talk to a server over HTTP (``--server``, ``--token`` or ``RANKTUNE_SERVER`
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ from ranktune.service.api_client import (
     planned_trials,
     read_spec,
     wait_for,
+    write_export,
 )
 from ranktune.service.cli.common import err, out, user_errors
 
@@ -83,8 +83,10 @@ def status(
             table.add_row(str(s["id"]), s["name"], s["state"], s["strategy"], f"{done}/{planned_trials(s)}",
                           str(counts["running"]), "-" if best is None else f"{best:.4f}")  # fmt: skip
         out.print(table)
-        for s in searches if search_id else []:
-            if s.get("result"):
+        for s in searches:
+            if s["state"] == "failed" and s.get("reason"):
+                out.print(f"search {s['id']} failed: {s['reason']}", highlight=False)
+            elif search_id and s.get("result"):
                 out.print(f"confirmed: {describe(s)}", highlight=False)
 
 
@@ -96,17 +98,32 @@ def export(
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
 ) -> None:
-    """Write the best schedule as a PEFT adapter_config.json (LoraConfig with rank_pattern)."""
+    """Write the search's PEFT adapter: the best schedule (adapter_config.json, a LoraConfig with
+    rank_pattern) and, for a confirmed search, the winner's trained weights (adapter_model.safetensors)."""
     if format != "peft":
         raise ClientError(f"--format: only 'peft' is supported, got {format!r}", field="format")
     with api(server, token) as client:
-        exported = call(client, "GET", f"/searches/{search_id}/export/peft")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "adapter_config.json").write_text(json.dumps(exported["peft_config"], indent=2))
+        written = write_export(client, search_id, out_dir)
+    exported = written.export
     err.print(
         f"trial {exported['trial_number']} (objective {exported['objective']}) "
-        f"written to {out_dir / 'adapter_config.json'}"
+        f"written to {written.config_path}",
+        highlight=False,
     )
+    if written.weights_path is not None:
+        run = exported["adapter"]
+        err.print(
+            f"trained weights of confirmation trial {run['trial_id']} (seed {run['confirm_seed']}, "
+            f"objective {run['objective']}) written to {written.weights_path}: "
+            "PeftModel.from_pretrained(base, out_dir) loads them",
+            highlight=False,
+        )
+    else:
+        err.print(
+            "no trained weights are stored for this search (only confirmation runs upload them): "
+            f"train the schedule with `ranktune train --schedule {written.config_path} …` to get them",
+            highlight=False,
+        )
 
 
 @user_errors

@@ -327,6 +327,16 @@ window.RT = window.RT || {};
     });
   }
 
+  // The planned count; when the written adapter holds fewer (DMLoRA pruned branches), that too.
+  function paramsCell(t) {
+    const cell = el("td", { className: "num", text: RT.fmtInt(t.parameter_count) });
+    if (isNum(t.exported_params) && isNum(t.adapter_params) && t.exported_params < t.adapter_params) {
+      cell.append(el("div", { className: "muted exported-params", text: RT.fmtInt(t.exported_params) + " written",
+                              title: "parameters in the written adapter, after pruning" }));
+    }
+    return cell;
+  }
+
   function trialRow(t, best, shown) {
     const box = el("input", { attrs: { type: "checkbox", "aria-label": "learning curve of trial " + t.number } });
     box.checked = view.curves.has(t.number);
@@ -350,7 +360,7 @@ window.RT = window.RT || {};
       el("td", { className: "num", text: t.attempt + "/" + t.max_attempts }),
       el("td", { text: t.worker_name || "—" }),
       el("td", { className: "num", text: RT.fmtDuration(RT.trialDuration(t)) }),
-      el("td", { className: "num", text: RT.fmtInt(t.parameter_count) }),
+      paramsCell(t),
       el("td", { className: "num", text: RT.fmtMetric(t.predicted) }),
       el("td", { className: "num", text: RT.fmtMetric(t.objective) }),
     ]);

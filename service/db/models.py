@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, LargeBinary, MetaData, String, Text
 from sqlalchemy import UniqueConstraint as Unique
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -102,6 +102,8 @@ class Trial(Base):
     total_steps: Mapped[int | None]
     trainable_params: Mapped[int | None] = mapped_column(BigInteger)
     adapter_params: Mapped[int | None] = mapped_column(BigInteger)
+    # What the written adapter holds (DMLoRA prunes branches: fewer than adapter_params, trained).
+    exported_params: Mapped[int | None] = mapped_column(BigInteger)
     wall_time_s: Mapped[float | None] = mapped_column(Float)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     device: Mapped[str | None] = mapped_column(String(100))
@@ -127,6 +129,21 @@ class Lease(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+
+
+class TrialAdapter(Base):
+    """The trained adapter of a confirmation run, as the worker uploaded it: a zip of PEFT's
+    ``adapter_config.json`` and ``adapter_model.safetensors``. Once a search is confirmed only its
+    winner's best run keeps one (``repository.adapters``)."""
+
+    __tablename__ = "trial_adapters"
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Measurement(Base):

@@ -59,6 +59,11 @@ class Job(BaseModel):
     dynamic: dict[str, Any] | None = Field(
         default=None, description='{"at": [fractions]}: send site_stats at these fractions of the steps'
     )
+    upload_adapter: bool = Field(
+        default=False,
+        description="Upload the trained adapter (PUT /leases/{lease_id}/adapter) before completing: "
+        "confirmation runs, whose winner's weights the search exports",
+    )
     heartbeat_interval_s: float
     expires_at: datetime
 
@@ -77,6 +82,13 @@ class HeartbeatRequest(StrictModel):
     site_stats: JsonObject | None = None
 
 
+class AdapterStored(BaseModel):
+    trial_id: int
+    attempt: int
+    size_bytes: int
+    sha256: str
+
+
 class HeartbeatResponse(BaseModel):
     action: Literal["continue", "stop", "resize"]
     expires_at: datetime | None
@@ -92,6 +104,7 @@ class CompleteRequest(StrictModel):
     curve: list[MeasurementIn] = Field(default_factory=list, max_length=100_000)
     trainable_params: BigCount | None = None
     adapter_params: BigCount | None = None
+    exported_params: BigCount | None = None
     wall_time_s: float | None = Field(default=None, ge=0.0)
     peak_memory_bytes: BigCount | None = None
     device: str | None = Field(default=None, max_length=100, pattern=NO_NUL)

@@ -83,6 +83,9 @@ class TrialPublic(PublicModel):
     total_steps: int | None
     trainable_params: int | None
     adapter_params: int | None
+    exported_params: int | None = Field(
+        default=None, description="Parameters in the written adapter (DMLoRA: after pruning branches)"
+    )
     wall_time_s: float | None
     peak_memory_bytes: int | None
     device: str | None
@@ -117,9 +120,23 @@ class BestTrial(PublicModel):
     )
 
 
+class StoredAdapter(PublicModel):
+    trial_id: int
+    confirm_seed: int
+    objective: float | None
+    size_bytes: int
+    sha256: str
+    url: str = Field(description="GET it for a zip of adapter_config.json and adapter_model.safetensors")
+
+
 class PeftExport(PublicModel):
     search_id: int
     trial_id: int
     trial_number: int
     objective: float | None
     peft_config: dict[str, Any] = Field(description="peft.LoraConfig(**peft_config without peft_type)")
+    adapter: StoredAdapter | None = Field(
+        default=None,
+        description="The trained weights of the winner's best confirmation run, when a worker uploaded "
+        "them; fetch them from url. None: only the schedule is known (train it with `ranktune train`)",
+    )

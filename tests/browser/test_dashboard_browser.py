@@ -259,6 +259,7 @@ def test_dashboard_shows_the_confirmed_gain_with_its_interval(browser: Browser, 
         search_id = seed_confirmed_search(user, worker)
         result = user.search(search_id)["result"]
         paired = result["paired"]
+        trials = [t for t in user.trials(search_id) if t["exported_params"] < t["adapter_params"]]
     assert paired["verdict"] == "significant gain", result
     page, watch = open_page(browser, site)
     page.goto(f"{site.url}/#/searches/{search_id}")
@@ -271,4 +272,7 @@ def test_dashboard_shows_the_confirmed_gain_with_its_interval(browser: Browser, 
         "paired over 2 seeds × 3,000 examples): significant gain"
     )
     assert "95% CI" in (page.text_content("#search-facts") or "")
+    assert len(trials) == 2, "the confirmed schedule's two runs"
+    written = page.locator(".exported-params").all_text_contents()
+    assert written == [f"{t['exported_params']:,} written" for t in trials]
     assert not watch.errors and not watch.dialogs and not watch.offsite

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from peft import LoraConfig
 from rich.console import Console
 from sqlalchemy import create_engine, select
@@ -69,3 +70,22 @@ def test_demo_searches_confirms_and_exports(tmp_path: Path, capsys: pytest.Captu
     lora = LoraConfig(**config)
     assert lora.rank_pattern and all(key.startswith("^") for key in lora.rank_pattern)
     assert (tmp_path / "out" / "ranktune-demo.db").exists()
+    assert_trained_weights_load(tmp_path / "out", search)
+
+
+def assert_trained_weights_load(out: Path, search: dict) -> None:
+    """The winner's best confirmation run's weights, as its worker uploaded them, load into PEFT whole."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from ranktune.trainer.tasks.registry import load_task
+
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    task = load_task(search["spec"]["task"], search["spec"]["model"])
+    loaded = PeftModel.from_pretrained(task.build_model(), str(out))
+    state = {k.replace(".default", ""): v for k, v in loaded.state_dict().items() if "lora_" in k}
+    assert set(state) == set(weights), "every LoRA weight of the model is in the file, and nothing else"
+    for key, value in weights.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    trained = [value.abs().sum() > 0 for key, value in weights.items() if "lora_B" in key]
+    assert any(trained), "B starts at zero: trained weights, not the initialisation"

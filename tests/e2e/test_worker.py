@@ -20,6 +20,7 @@ from ranktune.service.db.models import Lease
 from ranktune.trainer.worker.spool import Spool
 from tests.service.api import make_settings, spec
 from tests.service.databases import migrate
+from tests.service.seeding import adapter_archive
 from tests.service.server import LiveServer
 
 RANKTUNE = str(Path(sys.executable).parent / "ranktune")
@@ -108,7 +109,7 @@ def test_worker_runs_a_search_to_the_end(server: LiveServer, tmp_path: Path) -> 
         for trial in trials(client, search["id"]):
             assert 0.0 <= trial["objective"] <= 1.0 and trial["worker_name"] == "cpu-worker"
             assert [point["step"] for point in trial["curve"]] == [3, 6]
-            assert trial["adapter_params"] == trial["parameter_count"]
+            assert trial["adapter_params"] == trial["exported_params"] == trial["parameter_count"]
         workers = client.get("/workers").json()["workers"]
         assert [w["name"] for w in workers] == ["cpu-worker"] and workers[0]["trials_done"] == 2
     assert not list((tmp_path / "spool").glob("*.json")), "every report was acknowledged"
@@ -183,6 +184,34 @@ def test_spooled_result_is_resent_after_a_restart(server: LiveServer, tmp_path: 
         assert trial["state"] == "succeeded" and trial["objective"] == 0.75
     assert not list((tmp_path / "spool").glob("*.json"))
     assert os.path.isdir(tmp_path / "spool")
+
+
+def test_a_spooled_adapter_is_uploaded_before_its_report_after_a_restart(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    with api(server) as client:
+        # One proxy trial (uniform), then its one confirmation run: the winner, whatever it scores.
+        search = submit(client, max_trials=1, confirm={"top_k": 1, "steps": 4, "seeds": 1})
+        worker_info = {"worker": {"name": "crashed", "device": "cpu", "hostname": "h"}}
+        proxy = client.post("/leases", json=worker_info).json()
+        done = client.post(f"/leases/{proxy['lease_id']}/complete",
+                           json={"attempt": proxy["attempt"], "metrics": {"accuracy": 0.5}})  # fmt: skip
+        assert done.status_code == 200, done.text
+        job = client.post("/leases", json=worker_info).json()
+        assert job["kind"] == "confirm" and job["upload_adapter"] is True
+        # The worker finished the confirmation, spooled its adapter and report, and died.
+        spool = Spool(tmp_path / "spool")
+        archive = adapter_archive(job)
+        spool.put_adapter(job["lease_id"], job["attempt"], archive)
+        spool.put(job["lease_id"], "complete", {"attempt": job["attempt"], "metrics": {"accuracy": 0.6}})
+        worker = start_worker(server, tmp_path, "--once", "--name", "restarted")
+        output, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, output
+        assert client.get(f"/searches/{search['id']}").json()["state"] == "finished"
+        exported = client.get(f"/searches/{search['id']}/export/peft").json()
+        assert exported["adapter"]["trial_id"] == job["trial_id"]
+        assert client.get(f"/searches/{search['id']}/export/peft/adapter").content == archive
+    assert not list((tmp_path / "spool").iterdir()), "adapter and report both acknowledged"
 
 
 def test_a_result_the_server_refuses_becomes_a_failure_not_a_stuck_spool(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -98,7 +99,22 @@ def test_status_of_a_confirmed_search_shows_the_paired_interval(tmp_path: Path) 
             search_id = seed_confirmed_search(Api(client, token=user), Api(client, token=worker))
             args = ["status", str(search_id), "--server", server.url, "--token", user]
             result = CliRunner().invoke(app, args)
+            exported = CliRunner().invoke(app, ["export", str(search_id), "-o", str(tmp_path / "best"),
+                                                "--server", server.url, "--token", user])  # fmt: skip
+            stored = Api(client, token=user).get(f"/searches/{search_id}/export/peft").json()["adapter"]
+            unconfirmed = Api(client, token=user).submit(max_trials=1, parallelism=1)["id"]
+            Api(client, token=worker).complete(Api(client, token=worker).claim() or {}, 0.5)
+            bare = CliRunner().invoke(app, ["export", str(unconfirmed), "-o", str(tmp_path / "bare"),
+                                            "--server", server.url, "--token", user])  # fmt: skip
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps long lines
     assert "confirmed: trial" in text and "95% CI" in text
     assert "paired over 2 seeds x 3,000 examples): significant gain" in text
+    assert exported.exit_code == 0, exported.output
+    config = json.loads((tmp_path / "best" / "adapter_config.json").read_text())
+    assert config["ranktune_trial"] == stored["trial_id"], "the winner's best run's own files"
+    assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
+    assert f"trained weights of confirmation trial {stored['trial_id']}" in " ".join(exported.output.split())
+    assert bare.exit_code == 0, bare.output
+    assert not (tmp_path / "bare" / "adapter_model.safetensors").exists()
+    assert "no trained weights are stored for this search" in " ".join(bare.output.split())

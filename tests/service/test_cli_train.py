@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from ranktune.search.paired import decode_outcomes
+from ranktune.search.schedule import RankSchedule
 from ranktune.service.cli import app
 
 runner = CliRunner()
@@ -40,6 +42,16 @@ def test_train_writes_an_adapter_peft_loads(tmp_path: Path, method: str) -> None
     loaded = PeftModel.from_pretrained(task.build_model(), str(out))
     ranks = {n: m.r["default"] for n, m in loaded.base_model.model.named_modules() if hasattr(m, "lora_A")}
     assert len(ranks) == 54 and set(ranks.values()) <= {1, 2, 3, 4}
+    # The summary, the report and ranktune_schedule.json describe the adapter as written.
+    written = RankSchedule.from_json(json.loads((out / "ranktune_schedule.json").read_text()))
+    assert {s.name: r for s, r in written.active()} == ranks
+    in_file = sum(t.numel() for t in load_file(str(out / "adapter_model.safetensors")).values())
+    assert report["exported_params"] == written.parameter_count == in_file <= report["adapter_params"]
+    summary = " ".join(result.output.split())
+    if in_file < report["adapter_params"]:
+        assert f"adapter params, written │ {in_file:,} (branches pruned)" in summary
+    else:
+        assert f"adapter params │ {in_file:,}" in summary
     batch = next(task.batches("val", 16, 0))
     with torch.no_grad():
         assert torch.isfinite(loaded(**{k: v for k, v in batch.items() if k != "labels"}).logits).all()

@@ -5,8 +5,10 @@ JSON, nested past the parser, or above the body limit (SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +31,20 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/v1/leases/{lease_id}/fail"): {"attempt": 1, "reason": "x"},
     ("post", "/api/v1/tokens"): {"name": "new", "role": "user"},
 }
+
+
+def adapter_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("adapter_config.json", json.dumps({"r": 8, "rank_pattern": {}}))
+        zipped.writestr("adapter_model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    return buffer.getvalue()
+
+
+# Operations whose body is not JSON: the body and its content type.
+RAW_BODIES: dict[tuple[str, str], tuple[bytes, str]] = {
+    ("put", "/api/v1/leases/{lease_id}/adapter"): (adapter_zip(), "application/zip"),
+}
 BAD_BODIES: list[bytes] = [
     b"{not json",
     b'{"name": "\x80"}',  # not UTF-8
@@ -49,10 +65,12 @@ class Probe:
         self.client, self.operation, self.method = client, operation, method
         self.seen: set[int] = set()
 
-    def send(self, path: str, token: str | None, body: bytes | None = None, query: str = "") -> None:
+    def send(
+        self, path: str, token: str | None, body: bytes | None = None, query: str = "", content_type: str = ""
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type or "application/json"
         url = path + (f"?{query}" if query else "")
         response = self.client.request(self.method, url, content=body, headers=headers)
         status = response.status_code
@@ -69,7 +87,7 @@ class Probe:
 
 @pytest.fixture
 def setup(database_url: str) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    app = create_app(make_settings(database_url, max_body_bytes=LIMIT))
+    app = create_app(make_settings(database_url, max_body_bytes=LIMIT, max_adapter_bytes=LIMIT))
     with TestClient(app) as client:
         with app.state.sessions() as session:
             tokens = {role: create_token(session, role, role)[1] for role in ("admin", "user", "worker")}
@@ -102,11 +120,18 @@ def test_every_answer_to_hostile_requests_is_documented(
     for path, method, operation in operations(document):
         probe = Probe(client, operation, method)
         has_body = "requestBody" in operation
-        assert not has_body or (method, path) in BODIES, f"add a body for {method} {path} to BODIES"
-        good = json.dumps(BODIES[(method, path)]).encode() if has_body else None
+        raw = RAW_BODIES.get((method, path))
+        known = (method, path) in BODIES or raw is not None
+        assert not has_body or known, f"add a body for {method} {path} to BODIES or RAW_BODIES"
+        good: bytes | None = None
+        content_type = ""
+        if raw is not None:
+            good, content_type = raw
+        elif has_body:
+            good = json.dumps(BODIES[(method, path)]).encode()
         target = fill(path, values)
         for token in (None, "rt_" + "x" * 43, tokens["worker"], tokens["user"], tokens["admin"]):
-            probe.send(target, token, good)
+            probe.send(target, token, good, query="attempt=1" if raw else "", content_type=content_type)
         admin = tokens["admin"]
         for parameter in operation.get("parameters", []):
             name, kind = parameter["name"], parameter["schema"].get("type")

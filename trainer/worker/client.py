@@ -50,11 +50,14 @@ class LeaseClient:
         self.http.close()
 
     def _post(self, path: str, body: dict[str, Any], retry: bool = True) -> httpx.Response:
-        """POST with backoff on connection errors and 5xx; 4xx raise ServerRejected (except 204)."""
+        return self._request("POST", path, retry, json=body)
+
+    def _request(self, method: str, path: str, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """A request with backoff on connection errors and 5xx; 4xx raise ServerRejected (except 204)."""
         backoff = Backoff()
         while True:
             try:
-                response = self.http.post(path, json=body)
+                response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as e:
                 if not retry or self.should_give_up():
                     raise
@@ -85,3 +88,13 @@ class LeaseClient:
 
     def report(self, lease_id: str, kind: str, body: dict[str, Any]) -> None:
         self._post(f"/leases/{lease_id}/{kind}", body)
+
+    def upload_adapter(self, lease_id: str, attempt: int, archive: bytes) -> None:
+        """PUT a confirmation run's adapter zip (before completing the attempt)."""
+        self._request(
+            "PUT",
+            f"/leases/{lease_id}/adapter",
+            params={"attempt": attempt},
+            content=archive,
+            headers={"Content-Type": "application/zip"},
+        )

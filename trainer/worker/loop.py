@@ -20,7 +20,7 @@ from typing import Any
 from ranktune.search.errors import RanktuneError
 from ranktune.search.schedule import RankSchedule
 from ranktune.trainer.worker.client import LeaseClient, ServerRejected
-from ranktune.trainer.worker.spool import Spool
+from ranktune.trainer.worker.spool import PendingAdapter, Spool
 
 log = logging.getLogger("ranktune.worker")
 
@@ -135,8 +135,25 @@ class Worker:
         return str(device)
 
     def flush_spool(self) -> None:
+        for adapter in self.spool.pending_adapters():  # before the reports that complete their attempts
+            self._upload(adapter)
         for report in self.spool.pending():
             self._send(report.lease_id, report.kind, report.body, report)
+
+    def _upload(self, adapter: PendingAdapter) -> None:
+        """Send a spooled adapter zip; refused for good (4xx but auth) it is dropped, else kept to resend."""
+        try:
+            self.client.upload_adapter(adapter.lease_id, adapter.attempt, adapter.path.read_bytes())
+        except ServerRejected as e:
+            if e.status in (401, 403):
+                raise
+            # 404/409: the lease or the search moved on; 413/422: too large or unreadable. The result
+            # itself still goes in; only the weights are not kept.
+            log.warning("action=adapter_dropped lease=%s error=%s", adapter.lease_id, e)
+        except Exception as e:
+            log.error("action=adapter_spooled lease=%s error=%r", adapter.lease_id, e)
+            return
+        adapter.path.unlink(missing_ok=True)
 
     def _send(self, lease_id: str, kind: str, body: dict[str, Any], report: Any = None) -> None:
         if kind == "fail":
@@ -226,6 +243,7 @@ class Worker:
                 task, RankSchedule.from_json(job["schedule"]), AdapterMethod.from_json(job["method"]),
                 settings, device=self.options.device, callback=on_checkpoint,
                 on_step=on_step, stop_requested=stop_requested, eval_split=job.get("eval_split", "val"),
+                objective=(job.get("objective") or {}).get("metric"),
             )  # fmt: skip
         except RanktuneError as e:
             heart.finish()
@@ -243,16 +261,44 @@ class Worker:
                 lease, "fail", {"attempt": job["attempt"], "reason": result.stopped, "retryable": retryable}
             )
             return
-        metrics = {result.metric_name: result.metric}
+        metrics = {result.metric_name: result.metric, **result.metrics}
         if result.metric_se is not None:
             metrics[f"{result.metric_name}_se"] = result.metric_se
         body = {"attempt": job["attempt"], **result.to_json(), "metrics": metrics}
         for key in ("metric_name", "metric", "stopped", "steps_done", "examples", "metric_se"):
             body.pop(key, None)
+        if result.model is not None:
+            from ranktune.trainer.adapters.inject import effective_schedule
+
+            schedule = RankSchedule.from_json(job["schedule"])
+            body["exported_params"] = effective_schedule(result.model, schedule).parameter_count
+            if job.get("upload_adapter"):
+                archive = adapter_archive(result.model, schedule, job["model"], task.saved_heads)
+                self._upload(self.spool.put_adapter(lease, int(job["attempt"]), archive))
         self._send(lease, "complete", body)
         log.info(
             "action=completed trial=%s metric=%.4f wall_s=%.1f", trial, result.metric, result.wall_time_s
         )
+
+
+def adapter_archive(
+    model: Any, schedule: RankSchedule, base_model: str, heads: tuple[str, ...] = ()
+) -> bytes:
+    """The trained adapter in PEFT's format (with the model's own trained ``heads`` as
+    ``modules_to_save``), zipped (stored: safetensors hardly compress)."""
+    import io
+    import tempfile
+    import zipfile
+
+    from ranktune.trainer.adapters.export import save_peft_adapter
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="ranktune-adapter-") as tmp:
+        out = save_peft_adapter(model, schedule, tmp, base_model=base_model, heads=heads)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for path in sorted(out.iterdir()):
+                archive.write(path, path.name)
+    return buffer.getvalue()
 
 
 REASON_CHARS = 2_000  # the server accepts 10,000; a traceback's head says what went wrong

@@ -2,7 +2,8 @@
 
 A report is written atomically (temp file + rename) *before* it is sent, and removed only once
 the server answered 2xx, or answered that it will never take it (404, 409: stale attempt).
-A worker killed between finishing and reporting resends the report on its next start.
+A worker killed between finishing and reporting resends the report on its next start. A
+confirmation run's adapter zip waits the same way, and goes before its report.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ class Report:
     lease_id: str
     kind: ReportKind
     body: dict[str, Any]
+    path: Path
+
+
+ADAPTER_SUFFIX = ".adapter.zip"
+
+
+@dataclass(frozen=True)
+class PendingAdapter:
+    lease_id: str
+    attempt: int
     path: Path
 
 
@@ -55,3 +66,22 @@ class Spool:
 
     def done(self, report: Report) -> None:
         report.path.unlink(missing_ok=True)
+
+    def put_adapter(self, lease_id: str, attempt: int, archive: bytes) -> PendingAdapter:
+        """Keep a confirmation run's adapter zip until the server took it (or will never take it)."""
+        path = self.directory / f"{lease_id}.{attempt}{ADAPTER_SUFFIX}"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".zip")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(archive)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return PendingAdapter(lease_id, attempt, path)
+
+    def pending_adapters(self) -> list[PendingAdapter]:
+        found = []
+        for path in sorted(self.directory.glob(f"*{ADAPTER_SUFFIX}")):
+            lease_id, _, attempt = path.name.removesuffix(ADAPTER_SUFFIX).rpartition(".")
+            if lease_id and attempt.isdigit():
+                found.append(PendingAdapter(lease_id, int(attempt), path))
+        return found

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from ranktune.service.api.deps import MetricsDep, SessionDep, SettingsDep, WorkerPrincipal
 from ranktune.service.api.errors import errors
@@ -13,7 +14,9 @@ from ranktune.service.api.params import LeaseId
 from ranktune.service.api.routes.searches import trial_public
 from ranktune.service.db import leases
 from ranktune.service.db.types import utcnow
+from ranktune.service.schemas.common import INT32_MAX
 from ranktune.service.schemas.leases import (
+    AdapterStored,
     ClaimRequest,
     CompleteRequest,
     FailRequest,
@@ -67,3 +70,23 @@ def fail(lease_id: LeaseId, body: FailRequest, session: SessionDep, _: WorkerPri
     """Report a failed attempt; a retryable one is queued again while attempts remain."""
     trial, search, requeued = leases.fail(session, lease_id, body, utcnow())
     return ResultResponse(trial=trial_public(trial, False), search_state=search.state, requeued=requeued)
+
+
+ADAPTER_BODY = "adapter_config.json and adapter_model.safetensors, zipped"
+
+
+@router.put("/{lease_id}/adapter", responses=errors(404, 409, 413))
+def upload_adapter(
+    lease_id: LeaseId,
+    attempt: Annotated[int, Query(ge=0, le=INT32_MAX, description="The lease's attempt")],
+    data: Annotated[bytes, Body(media_type="application/zip", description=ADAPTER_BODY)],
+    session: SessionDep,
+    settings: SettingsDep,
+    _: WorkerPrincipal,
+) -> AdapterStored:
+    """Store a confirmation run's trained adapter, up to RANKTUNE_MAX_ADAPTER_BYTES; a resend replaces it.
+    Send it before completing the attempt: the search exports its winner's weights."""
+    stored = leases.store_adapter(session, lease_id, attempt, data, settings.max_adapter_bytes, utcnow())
+    return AdapterStored(
+        trial_id=stored.trial_id, attempt=stored.attempt, size_bytes=stored.size_bytes, sha256=stored.sha256
+    )

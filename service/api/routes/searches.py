@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from ranktune.search.confirm import describe_result
 from ranktune.search.errors import RanktuneError
 from ranktune.search.peft_format import to_peft_config
 from ranktune.search.schedule import RankSchedule
+from ranktune.service.api import API_PREFIX
 from ranktune.service.api.deps import SessionDep, SettingsDep, UserPrincipal
 from ranktune.service.api.errors import errors
 from ranktune.service.api.openapi import DocumentedRoute
 from ranktune.service.api.params import Offset, SearchId
 from ranktune.service.db.models import Search, Trial
-from ranktune.service.db.repository import searches
+from ranktune.service.db.repository import adapters, searches
 from ranktune.service.db.repository.trials import best_trial, list_trials
 from ranktune.service.errors import Conflict, NotFound
 from ranktune.service.schemas.searches import (
@@ -25,6 +26,7 @@ from ranktune.service.schemas.searches import (
     SearchList,
     SearchPublic,
     SearchState,
+    StoredAdapter,
     TrialList,
     TrialPublic,
     TrialState,
@@ -121,10 +123,51 @@ def export_peft(search_id: SearchId, session: SessionDep, _: UserPrincipal) -> P
         )
     except RanktuneError as e:
         raise Conflict(f"search_id: the best trial cannot be exported ({e})", field="search_id") from e
+    stored = adapters.winner_adapter(session, search)
+    adapter = None
+    if stored is not None:
+        run, weights = stored
+        adapter = StoredAdapter(
+            trial_id=run.id,
+            confirm_seed=run.proxy_seed,
+            objective=run.objective,
+            size_bytes=weights.size_bytes,
+            sha256=weights.sha256,
+            url=f"{API_PREFIX}/searches/{search.id}/export/peft/adapter",
+        )
     return PeftExport(
         search_id=search.id,
         trial_id=trial.id,
         trial_number=trial.number,
         objective=trial.objective,
         peft_config=config,
+        adapter=adapter,
+    )
+
+
+@router.get(
+    "/{search_id}/export/peft/adapter",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "adapter_config.json and weights, zipped"},
+        **errors(404),
+    },
+)
+def export_peft_adapter(search_id: SearchId, session: SessionDep, _: UserPrincipal) -> Response:
+    """The trained weights of the confirmed winner's best run, as a zip for ``PeftModel.from_pretrained``
+    once unpacked. 404 until a confirmation run of the winner uploaded them."""
+    search = searches.get_search(session, search_id)
+    stored = adapters.winner_adapter(session, search)
+    if stored is None:
+        raise NotFound(
+            f"search_id: search {search.id} has no stored adapter weights (only a confirmed search keeps its "
+            "winner's; train the exported schedule with `ranktune train --schedule`)",
+            field="search_id",
+        )
+    run, weights = stored
+    filename = f"ranktune-search-{search.id}-trial-{run.id}-adapter.zip"
+    return Response(
+        weights.data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "ETag": f'"{weights.sha256}"'},
     )

@@ -25,6 +25,7 @@ from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
 from ranktune.service.db import fair_share
 from ranktune.service.db.models import Search, Trial
+from ranktune.service.db.repository import adapters
 from ranktune.service.errors import NotFound
 from ranktune.service.schemas.searches import TrialCounts
 from ranktune.service.schemas.spec import SearchCreate
@@ -292,6 +293,35 @@ def _outcomes(text: str | None) -> np.ndarray | None:
         return None
 
 
+# A search's reason quotes at most this much of its trials' most common error.
+REASON_QUOTE_CHARS = 500
+
+
+def failure_reason(session: Session, search_id: int) -> str:
+    """Why a search with no successful trial failed: its trials' most common error, and how common.
+
+    Errors are compared on their first line (a traceback's last line, a worker's one-line reason),
+    so runs that failed the same way with different details count together.
+    """
+    rows = session.execute(
+        select(Trial.reason, func.count())
+        .where(Trial.search_id == search_id, Trial.state == "failed")
+        .group_by(Trial.reason)
+    ).all()
+    counts: dict[str, int] = {}
+    for text, n in rows:
+        first = (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
+        counts[first] = counts.get(first, 0) + int(n)
+    total = sum(counts.values())
+    named = {k: n for k, n in counts.items() if k}
+    if not named:
+        return "no trial succeeded"
+    common, n = max(named.items(), key=lambda item: (item[1], item[0]))
+    if len(common) > REASON_QUOTE_CHARS:
+        common = common[: REASON_QUOTE_CHARS - 1] + "…"
+    return f"no trial succeeded; most common error ({n} of {total} failed trials): {common}"
+
+
 def finish(session: Session, search: Search, now: datetime, confirmed: bool = False) -> None:
     best = best_trial(session, search)
     search.finished_at = now
@@ -317,9 +347,10 @@ def finish(session: Session, search: Search, now: datetime, confirmed: bool = Fa
                 )
             )
             best = winner or best
+        adapters.keep_winner_only(session, search)
     if best is None:
         search.state = "failed"
-        search.reason = "no trial succeeded"
+        search.reason = failure_reason(session, search.id)
     else:
         search.state = "finished"
         search.best_trial_id = best.id
