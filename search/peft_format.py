@@ -45,6 +45,10 @@ def to_peft_config(schedule: RankSchedule, *, lora_dropout: float = 0.0) -> dict
     }
     if alpha.kind == "ratio":
         config["alpha_pattern"] = {anchored(site.name): alpha.alpha_for(rank) for site, rank in active}
+    if any(site.fan_in_fan_out for site, _ in active):
+        # GPT-2's Conv1D stores its weight in×out; PEFT merges the transposed update when told so.
+        # The flag is one per config: PEFT turns it off again (with a warning) for any nn.Linear.
+        config["fan_in_fan_out"] = True
     return config
 
 

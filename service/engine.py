@@ -23,13 +23,22 @@ from ranktune.search.pruning import FinishedCurve, PrunerSettings, should_prune
 from ranktune.search.schedule import RankSchedule
 from ranktune.service.db.models import Measurement, Search, Trial
 from ranktune.service.db.repository.trials import final_schedule, prior_trials, trial_records
-from ranktune.service.schemas.spec import SearchCreate
+from ranktune.service.schemas.spec import PROXY_OPTIONS_SENT_WHEN_SET, ProxySpec, SearchCreate
 from ranktune.service.searching import search_context, stored_space
 
 
 def job_proxy(spec: SearchCreate, kind: str, seed: int) -> dict[str, Any]:
-    """The proxy settings a worker trains a trial with: confirm runs use the confirmation length."""
-    proxy = {**spec.proxy.model_dump(mode="json"), "seed": seed}
+    """The proxy settings a worker trains a trial with: confirm runs use the confirmation length.
+
+    The memory and precision options go only when they differ from their defaults: a worker from
+    before them refuses settings it does not know, and runs every search that leaves them unset."""
+    defaults = ProxySpec()
+    proxy = {
+        key: value
+        for key, value in spec.proxy.model_dump(mode="json").items()
+        if key not in PROXY_OPTIONS_SENT_WHEN_SET or value != getattr(defaults, key)
+    }
+    proxy["seed"] = seed
     if kind == "confirm" and spec.confirm is not None:
         proxy["steps"] = spec.confirm.steps
     return proxy

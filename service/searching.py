@@ -52,13 +52,27 @@ def spec_error(error: RanktuneError) -> InvalidInput:
     return InvalidInput(str(error), field=".".join([SPEC_PATHS.get(head, head), *rest]))
 
 
-def task_metrics(model: str, task: str) -> dict[str, str]:
+def task_metrics(model: str, task: str, max_seq_len: int | None = None) -> dict[str, str]:
     """The metrics ``task`` reports on ``model`` (default objective first) and which way is better;
-    a task that does not exist or does not fit the model is a 422 on ``task`` (or ``model``)."""
+    a task that does not exist or does not fit the model is a 422 on ``task`` (or ``model``), a
+    ``max_seq_len`` the task cannot apply one on ``proxy.max_seq_len``."""
     from ranktune.trainer.tasks.registry import load_task  # torch stays out of the service's import path
 
     try:
-        return dict(load_task(task, model).metric_directions())
+        loaded = load_task(task, model)
+        loaded.set_max_seq_len(max_seq_len)
+        return dict(loaded.metric_directions())
+    except RanktuneError as e:
+        raise spec_error(e) from e
+
+
+def check_checkpointing(model: str) -> None:
+    """A model whose class cannot checkpoint its activations is a 422 on ``proxy.gradient_checkpointing``."""
+    from ranktune.trainer.models import load_config
+    from ranktune.trainer.runtime import check_checkpointing as check
+
+    try:
+        check(load_config(model))
     except RanktuneError as e:
         raise spec_error(e) from e
 
@@ -134,8 +148,10 @@ def prepare_search(spec: SearchCreate, default_lease_ttl_s: float) -> PreparedSe
     """Discover sites and build the space before any row is written: a bad spec fails here."""
     if spec.lease_ttl_s is None:
         spec = spec.model_copy(update={"lease_ttl_s": default_lease_ttl_s})
-    spec = resolve_objective(spec, task_metrics(spec.model, spec.task))
+    spec = resolve_objective(spec, task_metrics(spec.model, spec.task, spec.proxy.max_seq_len))
     sites = discover_sites(spec.model, spec.task)
+    if spec.proxy.gradient_checkpointing:
+        check_checkpointing(spec.model)
     return PreparedSearch(spec, sites, build_search_space(spec, sites))
 
 

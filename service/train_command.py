@@ -50,6 +50,10 @@ def run_train(
     seed: int,
     device: str,
     eval_every: int,
+    grad_accum_steps: int = 1,
+    gradient_checkpointing: bool = False,
+    max_seq_len: int | None = None,
+    precision: str = "auto",
 ) -> None:
     from ranktune.trainer.adapters import AdapterMethod
     from ranktune.trainer.adapters.export import save_peft_adapter
@@ -60,9 +64,14 @@ def run_train(
 
     if (schedule_file is None) == (uniform_rank is None):
         raise ScheduleError("schedule: pass exactly one of --schedule FILE or --uniform-rank R")
-    settings = ProxySettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every)
+    settings = ProxySettings(
+        steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
+        grad_accum_steps=grad_accum_steps, gradient_checkpointing=gradient_checkpointing,
+        max_seq_len=max_seq_len, precision=precision,  # type: ignore[arg-type]  # checked by ProxySettings
+    )  # fmt: skip
     method = AdapterMethod(method_kind)  # type: ignore[arg-type]
     the_task = load_task(task, model)
+    the_task.set_max_seq_len(max_seq_len)  # before building the model: a task that cannot cut fails now
     sites = sites_of_model(the_task.build_model())
     if schedule_file is not None:
         schedule = read_schedule(schedule_file, sites)
@@ -84,7 +93,10 @@ def run_train(
     # What was written: DMLoRA may have pruned branches, so fewer ranks than requested (and trained).
     written = effective_schedule(result.model, schedule)
     (out / "ranktune_result.json").write_text(
-        json.dumps({**result.to_json(), "exported_params": written.parameter_count}, indent=2)
+        json.dumps(
+            {**result.to_json(), "exported_params": written.parameter_count, "precision": result.precision},
+            indent=2,
+        )
     )
     (out / "ranktune_schedule.json").write_text(written.dumps())
     table = Table(title=f"{task} on {model}", title_justify="left")
@@ -102,8 +114,22 @@ def run_train(
         table.add_row("adapter params, trained", f"{result.adapter_params:,}")
         table.add_row("adapter params, written", f"{written.parameter_count:,} (branches pruned)")
     table.add_row("trainable params", f"{result.trainable_params:,}")
-    table.add_row("steps", str(result.steps_done))
+    accumulated = (
+        f" (each of {grad_accum_steps} micro-batches of {batch_size})" if grad_accum_steps > 1 else ""
+    )
+    table.add_row("steps", f"{result.steps_done}{accumulated}")
+    table.add_row(
+        "precision", result.precision + (", gradient checkpointing" if gradient_checkpointing else "")
+    )
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
-    table.add_row("peak memory", f"{result.peak_memory_bytes / 2**20:.0f} MiB")
+    table.add_row("peak memory", peak_memory_text(result.peak_memory_bytes, result.device))
     console.print(table)
     console.print(f"PEFT adapter written to {out}", highlight=False, soft_wrap=True)
+
+
+def peak_memory_text(peak: int | None, device: str) -> str:
+    """What the run's peak memory was, saying what was measured (see ``trainer.runtime``)."""
+    if peak is None:
+        return "not measured on this platform"
+    what = "CUDA tensors" if device.startswith("cuda") else "process RSS"
+    return f"{peak / 2**20:,.0f} MiB ({what})"

@@ -50,9 +50,9 @@ def byte_bpe_tokenizer(*, chat_template: str | None, bos: bool) -> T.PreTrainedT
 
 
 def save_causal_lm(path: Path, family: str = "qwen2", *, chat: bool = True) -> Path:
-    """A ``Qwen2ForCausalLM`` (ChatML template, no BOS) or ``LlamaForCausalLM`` (BOS; ``chat``: with
-    the template, else none, so conversations take the plain format): hidden 32, 2 layers, 64
-    positions."""
+    """A ``Qwen2ForCausalLM`` (ChatML template, no BOS), ``LlamaForCausalLM`` (BOS; ``chat``: with
+    the template, else none, so conversations take the plain format) or ``GPT2LMHeadModel`` (its
+    linear layers are transformers' ``Conv1D``; no dropout): hidden 32, 2 layers, 64 positions."""
     torch.manual_seed(0)
     tokenizer = byte_bpe_tokenizer(chat_template=CHATML if chat else None, bos=family == "llama")
     sizes = {
@@ -66,6 +66,12 @@ def save_causal_lm(path: Path, family: str = "qwen2", *, chat: bool = True) -> P
         model = T.Qwen2ForCausalLM(T.Qwen2Config(**sizes))
     elif family == "llama":
         model = T.LlamaForCausalLM(T.LlamaConfig(**sizes))
+    elif family == "gpt2":
+        model = T.GPT2LMHeadModel(T.GPT2Config(
+            vocab_size=len(tokenizer), n_embd=32, n_inner=48, n_layer=2, n_head=4, n_positions=64,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+        ))  # fmt: skip
     else:
         raise ValueError(f"no tiny causal LM of family {family!r}")
     model.save_pretrained(path)

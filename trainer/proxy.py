@@ -3,7 +3,13 @@
 A full-length run is the same function with more steps. The loop is deliberately plain: seed,
 build, inject, then ``steps`` explicit optimizer steps with warmup + cosine learning rate, an
 evaluation every ``eval_every`` steps, and a callback that may answer "stop" or "resize".
-On CPU the run is bit-for-bit repeatable for a fixed seed; on CUDA it runs under bf16 autocast.
+On CPU the run is bit-for-bit repeatable for a fixed seed; on CUDA it runs under bf16 autocast
+(``precision``, see ``trainer.runtime``).
+
+For larger models: an optimizer step may accumulate the gradients of ``grad_accum_steps``
+micro-batches of ``batch_size`` (a step is still one optimizer step: the learning rate, evaluations,
+DMLoRA's schedule and dynamic checkpoints count those), ``gradient_checkpointing`` recomputes
+activations in the backward pass, and ``max_seq_len`` cuts the task's text.
 """
 
 from __future__ import annotations
@@ -11,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import resource
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +38,14 @@ from ranktune.trainer.adapters.inject import (
     resize_adapters,
 )
 from ranktune.trainer.errors import TrainingError
+from ranktune.trainer.runtime import (
+    PRECISIONS,
+    PeakMemory,
+    Precision,
+    autocast,
+    enable_checkpointing,
+    resolve_precision,
+)
 from ranktune.trainer.tasks.base import Batch, Task
 
 
@@ -49,9 +61,13 @@ class ProxySettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     checkpoints: tuple[int, ...] = ()  # extra steps that evaluate and call the callback (dynamic mode)
+    grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step
+    gradient_checkpointing: bool = False
+    max_seq_len: int | None = None  # None: the task's default
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_batch_size"):
+        for name in ("steps", "batch_size", "eval_batch_size", "grad_accum_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise TrainingError(
@@ -61,6 +77,22 @@ class ProxySettings:
             raise TrainingError(f"proxy.lr: must be a positive number, got {self.lr!r}", field="proxy")
         if self.eval_every < 0:
             raise TrainingError("proxy.eval_every: must be >= 0", field="proxy")
+        length = self.max_seq_len
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise TrainingError(
+                f"proxy.max_seq_len: must be a whole number >= 1 or unset, got {self.max_seq_len!r}",
+                field="proxy",
+            )
+        if self.precision not in PRECISIONS:
+            raise TrainingError(
+                f"proxy.precision: must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+                field="proxy",
+            )
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise TrainingError(
+                f"proxy.gradient_checkpointing: must be true or false, got {self.gradient_checkpointing!r}",
+                field="proxy",
+            )
 
 
 @dataclass(frozen=True)
@@ -115,7 +147,7 @@ class ProxyResult:
     adapter_params: int
     steps_done: int
     wall_time_s: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int | None  # see trainer.runtime: CUDA tensors, or the process's RSS on Linux
     device: str
     stopped: str | None = None
     timeline: list[tuple[int, RankSchedule]] = field(default_factory=list)
@@ -124,6 +156,7 @@ class ProxyResult:
     # Every metric of the final evaluation (the objective ``metric_name`` and the task's others);
     # empty when training stopped early.
     metrics: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"  # what the forward passes computed in ("bf16": under autocast)
 
     @property
     def examples(self) -> int:
@@ -206,16 +239,40 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def _batches_on(device: torch.device, stream: Iterator[Batch]) -> Iterator[Batch]:
-    for batch in stream:
-        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def _on(device: torch.device, batch: Batch) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
+def train_step(
+    task: Task,
+    model: nn.Module,
+    micro_batches: list[Batch],
+    device: torch.device,
+    in_precision: contextlib.AbstractContextManager[object],
+    step: int,
+) -> float:
+    """Forward and backward over one optimizer step's micro-batches; returns the step's loss.
+
+    One micro-batch: its loss as it is. Several: each loss is weighted by the terms it averages over
+    (``Task.loss_items``: examples, or trained tokens), so the summed gradient and the returned loss
+    are those of one batch holding all of them.
+    """
+    weights = [1.0]
+    if len(micro_batches) > 1:
+        items = [task.loss_items(batch) for batch in micro_batches]
+        total = sum(items)
+        weights = [n / total for n in items] if total > 0 else [1.0 / len(items)] * len(items)
+    step_loss = 0.0
+    for batch, weight in zip(micro_batches, weights, strict=True):
+        with in_precision:
+            loss = task.loss(model, _on(device, batch))
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged at step {step} (loss {float(loss)}); lower proxy.lr", field="proxy"
+            )
+        (loss * weight if len(micro_batches) > 1 else loss).backward()
+        step_loss += float(loss.detach()) * weight
+    return step_loss
 
 
 def proxy_finetune(
@@ -247,22 +304,25 @@ def proxy_finetune(
             field="objective",
         )
     target = resolve_device(device)
+    computes_in = resolve_precision(target, settings.precision)
+    task.set_max_seq_len(settings.max_seq_len)
     start = time.perf_counter()
     seed_everything(settings.seed)
-    if target.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(target)
+    memory = PeakMemory(target)
+    memory.start()
     model = task.build_model()
     if schedule is None:
         for param in model.parameters():
             param.requires_grad_(True)
     else:
         inject_adapters(model, schedule, method, trainable=task.head_modules)
+    if settings.gradient_checkpointing:
+        enable_checkpointing(model)
     model.to(target)
     optimizer = build_optimizer(model, task, method, settings)
     dmlora = [layer for layer in adapter_layers(model).values() if isinstance(layer, DMLoraLinear)]
     controller = DMLoraController(dmlora, method.dmlora, settings.steps) if dmlora else None
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if target.type == "cuda"
-                else contextlib.nullcontext())  # fmt: skip
+    in_precision = autocast(target, computes_in)
     trainable = [p for p in model.parameters() if p.requires_grad]
     adapter_count = effective_schedule(model, schedule).parameter_count if schedule is not None else 0
     trainable_count = sum(p.numel() for p in trainable)
@@ -270,7 +330,7 @@ def proxy_finetune(
     timeline = [(0, schedule)] if schedule is not None else []
     stopped: str | None = None
     losses: list[float] = []
-    stream = _batches_on(target, task.batches("train", settings.batch_size, settings.seed))
+    stream = task.batches("train", settings.batch_size, settings.seed)
     model.train()
     step = 0
     metric = float("nan")
@@ -286,19 +346,13 @@ def proxy_finetune(
         factor = lr_factor(step - 1, settings)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * group.get("lr_scale", 1.0) * factor
-        with autocast:
-            loss = task.loss(model, next(stream))
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"training diverged at step {step} (loss {float(loss)}); lower proxy.lr", field="proxy"
-            )
-        loss.backward()
+        micro_batches = [next(stream) for _ in range(settings.grad_accum_steps)]
+        losses.append(train_step(task, model, micro_batches, target, in_precision, step))
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if settings.max_grad_norm > 0 and params:
             nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, losses[-1])
         at_eval = (
@@ -308,7 +362,7 @@ def proxy_finetune(
         )
         if not at_eval:
             continue
-        with autocast:
+        with in_precision:
             outcomes = task.metric_outcomes(model, objective, eval_split, settings.eval_batch_size)
         if outcomes.numel() == 0:
             raise TrainingError(f"task: the {eval_split} split is empty", field="task")
@@ -316,7 +370,7 @@ def proxy_finetune(
         if step == settings.steps:
             final_metrics = {objective: metric}
             for name in (n for n in directions if n != objective):
-                with autocast:
+                with in_precision:
                     other = task.metric_outcomes(model, name, eval_split, settings.eval_batch_size)
                 final_metrics[name] = float(other.float().mean())
         model.train()
@@ -342,11 +396,12 @@ def proxy_finetune(
         adapter_params=adapter_count,
         steps_done=step,
         wall_time_s=time.perf_counter() - start,
-        peak_memory_bytes=_peak_memory(target),
+        peak_memory_bytes=memory.peak_bytes(),
         device=str(target),
         stopped=stopped,
         timeline=timeline,
         outcomes=outcomes.numpy() if outcomes is not None else None,
         model=model,
         metrics=final_metrics,
+        precision=computes_in,
     )

@@ -30,6 +30,21 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed (CPU runs are bit-for-bit repeatable)")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
     eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (0: at the end)")] = 0,
+    grad_accum_steps: Annotated[
+        int,
+        typer.Option(
+            help="Micro-batches of --batch-size per optimizer step (effective batch: their product)"
+        ),
+    ] = 1,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute activations in the backward pass: less memory, more compute")
+    ] = False,
+    max_seq_len: Annotated[
+        int | None, typer.Option(help="Cut text at N tokens (causal-LM and text-classification tasks)")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast on CUDA when supported, else fp32), fp32 or bf16")
+    ] = "auto",
 ) -> None:
     """Fine-tune one schedule and write the adapter in PEFT format."""
     from ranktune.service.train_command import run_train
@@ -48,4 +63,8 @@ def train(
         seed=seed,
         device=device,
         eval_every=eval_every,
+        grad_accum_steps=grad_accum_steps,
+        gradient_checkpointing=gradient_checkpointing,
+        max_seq_len=max_seq_len,
+        precision=precision,
     )

@@ -54,7 +54,10 @@ class Job(BaseModel):
     task: str
     method: Annotated[dict[str, Any], ReadJson]
     schedule: Annotated[dict[str, Any], ReadJson] = Field(description="RankSchedule.to_json()")
-    proxy: dict[str, Any] = Field(description="steps, lr, batch_size, seed (this trial's), eval_every")
+    proxy: dict[str, Any] = Field(
+        description="steps, lr, batch_size, seed (this trial's), eval_every; grad_accum_steps, "
+        "gradient_checkpointing, max_seq_len and precision only when the search sets them"
+    )
     objective: dict[str, Any]
     dynamic: dict[str, Any] | None = Field(
         default=None, description='{"at": [fractions]}: send site_stats at these fractions of the steps'
@@ -106,7 +109,11 @@ class CompleteRequest(StrictModel):
     adapter_params: BigCount | None = None
     exported_params: BigCount | None = None
     wall_time_s: float | None = Field(default=None, ge=0.0)
-    peak_memory_bytes: BigCount | None = None
+    peak_memory_bytes: BigCount | None = Field(
+        default=None,
+        description="The trial's peak memory: CUDA tensors allocated on its device, or on a Linux CPU the "
+        "worker process's peak resident set size during the trial; null when not measured",
+    )
     device: str | None = Field(default=None, max_length=100, pattern=NO_NUL)
     timeline: JsonArray = Field(default_factory=list, max_length=100_000)
     outcomes: str | None = Field(

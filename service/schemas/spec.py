@@ -63,11 +63,35 @@ class SpaceSpec(StrictModel):
 
 
 class ProxySpec(StrictModel):
-    steps: int = Field(default=200, ge=1, le=1_000_000)
+    steps: int = Field(default=200, ge=1, le=1_000_000, description="Optimizer steps per proxy trial")
     lr: float = Field(default=1e-3, gt=0.0, le=10.0)
-    batch_size: int = Field(default=32, ge=1, le=65_536)
+    batch_size: int = Field(default=32, ge=1, le=65_536, description="Examples per micro-batch")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     eval_every: int = Field(default=50, ge=0, le=1_000_000)
+    grad_accum_steps: int = Field(
+        default=1, ge=1, le=4_096,
+        description="Micro-batches whose gradients make one optimizer step: the effective batch is "
+        "batch_size x grad_accum_steps; steps still counts optimizer steps",
+    )  # fmt: skip
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass (transformers' own, non-reentrant): "
+        "less memory, one more forward pass of each block; the model's class must support it",
+    )
+    max_seq_len: int | None = Field(
+        default=None, ge=1, le=1_048_576,
+        description="Cut tokenized text at this many tokens (causal-LM and text-classification tasks; "
+        "at most the model's positions). Unset: the task's default",
+    )  # fmt: skip
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 autocast on a CUDA device that supports it, fp32 elsewhere; fp32; bf16 "
+        "(autocast on CUDA or CPU; a CUDA device without bfloat16 fails the trial)",
+    )
+
+
+# Added after workers shipped: a job carries them only when set, so older workers run other searches.
+PROXY_OPTIONS_SENT_WHEN_SET = ("grad_accum_steps", "gradient_checkpointing", "max_seq_len", "precision")
 
 
 class ObjectiveSpec(StrictModel):

@@ -25,7 +25,13 @@ def test_submit_tiny_vlm_search(api: Api) -> None:
     assert search["model"] == "builtin:tiny-vlm" and search["task"] == "builtin:digits-vqa"
     assert search["site_count"] == 54 and search["budget_rank"] == 8
     assert search["trials"]["queued"] == SPEC["parallelism"]
-    assert search["spec"]["proxy"] == SPEC["proxy"] and search["spec"]["lease_ttl_s"] == 120
+    defaults = {
+        "grad_accum_steps": 1,
+        "gradient_checkpointing": False,
+        "max_seq_len": None,
+        "precision": "auto",
+    }
+    assert search["spec"]["proxy"] == {**SPEC["proxy"], **defaults} and search["spec"]["lease_ttl_s"] == 120
     trials = api.trials(search["id"], schedules=True)
     assert [t["number"] for t in trials] == [0, 1, 2, 3]
     schedules = [RankSchedule.from_json(t["schedule"]) for t in trials]

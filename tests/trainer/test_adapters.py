@@ -28,7 +28,7 @@ from ranktune.trainer.sites import discover_sites
 from tests.tiny_models import TINY_MODELS
 
 GRID = RankGrid((0, 2, 4, 6, 8, 12, 16))
-MODELS = ["llava", "llama", "bert", "vit", "qwen2_vl"]
+MODELS = ["llava", "llama", "gpt2", "bert", "vit", "qwen2_vl"]
 METHODS = {
     "lora": AdapterMethod("lora"),
     "dmlora": AdapterMethod("dmlora", dmlora=DMLoraOptions(branches=3)),
@@ -112,7 +112,7 @@ def test_merge_and_unload_leaves_the_base_modules_with_merged_weights(case, meth
     modules = dict(model.named_modules())
     assert set(modules) == set(dict(reference.named_modules())), "the base's module tree, nothing added"
     for site, delta in deltas.items():
-        assert type(modules[site]) is nn.Linear
+        assert type(modules[site]) is type(reference.get_submodule(site))  # nn.Linear, or GPT-2's Conv1D
         expected = reference.get_submodule(site).weight + delta
         torch.testing.assert_close(modules[site].weight, expected, rtol=0, atol=1e-6)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ranktune.search.sites import SiteHeuristicWarning
 from ranktune.trainer.sites import discover_sites
@@ -22,6 +23,7 @@ EXPECTED = {
     "qwen2_vl": {"vision": (8, {"qkv", "o", "fc1", "fc2"}), "projector": (2, {"fc1", "fc2"}),
                  "language": (14, {"q", "k", "v", "o", "gate", "up", "down"})},
     "llama": {"language": (21, {"q", "k", "v", "o", "gate", "up", "down"})},
+    "gpt2": {"language": (8, {"qkv", "o", "fc1", "fc2"})},  # transformers' Conv1D, not nn.Linear
     "bert": {"language": (12, {"q", "k", "v", "o", "fc1", "fc2"})},
     "vit": {"vision": (12, {"q", "k", "v", "o", "fc1", "fc2"})},
 }  # fmt: skip
@@ -51,8 +53,12 @@ def test_sites_match_the_real_modules(arch: tuple[str, nn.Module]) -> None:
     modules = dict(model.named_modules())
     for site in discover_sites(model):
         module = modules[site.name]
-        assert isinstance(module, nn.Linear)
-        assert (module.in_features, module.out_features) == (site.in_features, site.out_features)
+        if site.fan_in_fan_out:  # GPT-2's Conv1D: the same map, its weight stored in×out
+            assert type(module) is Conv1D
+            assert tuple(module.weight.shape) == (site.in_features, site.out_features)
+        else:
+            assert isinstance(module, nn.Linear)
+            assert (module.in_features, module.out_features) == (site.in_features, site.out_features)
         assert not any(head in site.name for head in HEADS)
         if site.tower == "projector":
             assert site.layer is None

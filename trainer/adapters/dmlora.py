@@ -36,11 +36,11 @@ def split_rank(rank: int, parts: int) -> list[int]:
 
 class DMLoraLinear(AdapterLayer):
     def __init__(
-        self, base_layer: nn.Linear, site: AdapterSite, rank: int, alpha: AlphaRule, options: DMLoraOptions,
+        self, base_layer: nn.Module, site: AdapterSite, rank: int, alpha: AlphaRule, options: DMLoraOptions,
         dropout: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__(base_layer, site, alpha)
-        weight = base_layer.weight
+        weight = self.base_weight
         ranks = split_rank(rank, options.branches) if rank else []
         self.lora_A = nn.ParameterList([nn.Parameter(init_down(r, site.in_features, weight)) for r in ranks])
         self.lora_B = nn.ParameterList([nn.Parameter(weight.new_zeros(site.out_features, r)) for r in ranks])
@@ -79,7 +79,7 @@ class DMLoraLinear(AdapterLayer):
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         active = self.active_branches()
         if not active:
-            w = self.base_layer.weight
+            w = self.base_weight
             return w.new_zeros(0, self.site.in_features), w.new_zeros(self.site.out_features, 0), self.scale
         a = torch.cat([self.lora_A[k] for k in active])
         b = torch.cat([self.lora_B[k] for k in active], 1)

@@ -4,7 +4,8 @@ Every adapter, DMLoRA included, is written as the equivalent plain LoRA of its c
 A = the stacked down-projections, B = the stacked up-projections rescaled so that PEFT's own
 scaling (alpha/r, or alpha/sqrt(r) with rsLoRA) reproduces ΔW exactly. A task head trained in full
 and part of the model's own class (a ``…ForSequenceClassification``'s ``classifier``) is written
-whole, as PEFT's ``modules_to_save``.
+whole, as PEFT's ``modules_to_save``. The factors of a ``Conv1D`` site (GPT-2) have the same shapes
+as a linear one's; the config says ``fan_in_fan_out`` so that PEFT merges their update transposed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def save_peft_adapter(
     config.pop("peft_type")
     if heads:
         config["modules_to_save"] = list(heads)
+    if any(layer.fan_in_fan_out and layer.rank for layer in adapter_layers(model).values()):
+        config["fan_in_fan_out"] = True  # what the model holds decides, whatever the template's sites say
     LoraConfig(base_model_name_or_path=base_model, **config).save_pretrained(str(out))
     save_file(peft_state_dict(model, heads), str(out / "adapter_model.safetensors"))
     return out

@@ -1,4 +1,5 @@
-"""Apply a rank schedule to any torch model: swap each site's ``nn.Linear`` for an adapter layer."""
+"""Apply a rank schedule to any torch model: swap each site's linear layer (``nn.Linear`` or
+transformers' ``Conv1D``) for an adapter layer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ranktune.trainer.adapters.layer import AdapterLayer, ResizedParameter
 from ranktune.trainer.adapters.lora import LoraLinear
 from ranktune.trainer.adapters.options import AdapterMethod
 from ranktune.trainer.errors import TrainingError
+from ranktune.trainer.sites import linear_shape
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -21,23 +23,26 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(parent_name) if parent_name else model), child
 
 
-def _check_site(module: nn.Module | None, site: AdapterSite) -> nn.Linear:
+def _check_site(module: nn.Module | None, site: AdapterSite) -> nn.Module:
     if module is None:
         raise TrainingError(f"schedule: site {site.name} is not a module of this model")
     if isinstance(module, AdapterLayer):
         raise TrainingError(f"schedule: site {site.name} already carries an adapter")
-    if not isinstance(module, nn.Linear):
-        raise TrainingError(f"schedule: site {site.name} is a {type(module).__name__}, not nn.Linear")
-    if (module.in_features, module.out_features) != (site.in_features, site.out_features):
+    shape = linear_shape(module)
+    if shape is None:
         raise TrainingError(
-            f"schedule: site {site.name} is {module.in_features}→{module.out_features} in the model but "
+            f"schedule: site {site.name} is a {type(module).__name__}, not nn.Linear or Conv1D"
+        )
+    if shape[:2] != (site.in_features, site.out_features):
+        raise TrainingError(
+            f"schedule: site {site.name} is {shape[0]}→{shape[1]} in the model but "
             f"{site.in_features}→{site.out_features} in the schedule"
         )
     return module
 
 
 def make_layer(
-    base: nn.Linear, site: AdapterSite, rank: int, schedule: RankSchedule, method: AdapterMethod
+    base: nn.Module, site: AdapterSite, rank: int, schedule: RankSchedule, method: AdapterMethod
 ) -> AdapterLayer:
     if method.kind == "dmlora":
         return DMLoraLinear(base, site, rank, schedule.alpha, method.dmlora, method.dropout)

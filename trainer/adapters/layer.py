@@ -1,4 +1,9 @@
-"""The adapter layer base: wraps one frozen ``nn.Linear`` and adds a low-rank update to it."""
+"""The adapter layer base: wraps one frozen linear layer and adds a low-rank update to it.
+
+The base is an ``nn.Linear`` (weight out×in) or transformers' ``Conv1D`` (GPT-2; weight in×out, the
+site's ``fan_in_fan_out``). Both compute x·Wᵀ + b as a map from in to out features, so the factors
+(A ∈ R^{r×in}, B ∈ R^{out×r}) and the forward are the same; only merging writes ΔW transposed.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from torch import nn
 
 from ranktune.search.schedule import AlphaRule
 from ranktune.search.sites import AdapterSite
+from ranktune.trainer.sites import linear_shape
 
 # How an optimizer-state tensor of a resized parameter becomes one of the new shape.
 StateTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -64,17 +70,28 @@ def init_down(
 class AdapterLayer(nn.Module, ABC):
     """A frozen base linear layer plus a trainable low-rank delta ΔW, mergeable into the base."""
 
-    def __init__(self, base_layer: nn.Linear, site: AdapterSite, alpha: AlphaRule) -> None:
+    def __init__(self, base_layer: nn.Module, site: AdapterSite, alpha: AlphaRule) -> None:
         super().__init__()
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"{site.name}: adapters wrap nn.Linear, got {type(base_layer).__name__}")
+        shape = linear_shape(base_layer)
+        if shape is None:
+            raise TypeError(
+                f"{site.name}: adapters wrap nn.Linear or Conv1D, not {type(base_layer).__name__}"
+            )
         self.base_layer = base_layer
         self.site = site
         self.alpha = alpha
         self.merged = False
-        base_layer.weight.requires_grad_(False)
-        if base_layer.bias is not None:
-            base_layer.bias.requires_grad_(False)
+        self.fan_in_fan_out = shape[2]  # the base stores its weight in×out (Conv1D)
+        self.base_weight.requires_grad_(False)
+        bias = getattr(base_layer, "bias", None)
+        if bias is not None:
+            bias.requires_grad_(False)
+
+    @property
+    def base_weight(self) -> torch.Tensor:
+        weight = self.base_layer.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight
 
     @property
     @abstractmethod
@@ -94,10 +111,12 @@ class AdapterLayer(nn.Module, ABC):
         """Grow (output unchanged) or shrink (best rank-k approximation) in place."""
 
     def delta_weight(self) -> torch.Tensor:
+        """ΔW laid out as the base layer stores its weight: out×in, or in×out for a Conv1D."""
         a, b, scale = self.lora_factors()
         if a.shape[0] == 0:
-            return torch.zeros_like(self.base_layer.weight)
-        return (b @ a) * scale
+            return torch.zeros_like(self.base_weight)
+        delta = (b @ a) * scale
+        return delta.T if self.fan_in_fan_out else delta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
@@ -109,14 +128,14 @@ class AdapterLayer(nn.Module, ABC):
     def merge(self) -> None:
         """Fold ΔW into the base weight: inference then costs exactly the base layer."""
         if not self.merged:
-            weight = self.base_layer.weight
+            weight = self.base_weight
             weight.add_(self.delta_weight().to(weight.dtype))
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
-            weight = self.base_layer.weight
+            weight = self.base_weight
             weight.sub_(self.delta_weight().to(weight.dtype))
             self.merged = False
 

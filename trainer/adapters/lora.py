@@ -20,10 +20,10 @@ from ranktune.trainer.adapters.layer import (
 
 class LoraLinear(AdapterLayer):
     def __init__(
-        self, base_layer: nn.Linear, site: AdapterSite, rank: int, alpha: AlphaRule, dropout: float = 0.0
+        self, base_layer: nn.Module, site: AdapterSite, rank: int, alpha: AlphaRule, dropout: float = 0.0
     ) -> None:
         super().__init__(base_layer, site, alpha)
-        weight = base_layer.weight
+        weight = self.base_weight
         self.lora_A = nn.Parameter(init_down(rank, site.in_features, weight))
         self.lora_B = nn.Parameter(
             torch.zeros(site.out_features, rank, dtype=weight.dtype, device=weight.device)

@@ -3,7 +3,9 @@
 Every example is tokenized once, when the task is made, so bad data fails at submission naming its
 line. The loss is on the tokens of the trained spans only (the completion, the assistant turns); an
 example longer than ``max_seq_len`` tokens is cut at the end and the number cut per split is logged;
-one whose prompt leaves no trained token within ``max_seq_len`` is an error.
+one whose prompt leaves no trained token within ``max_seq_len`` is an error. ``max_seq_len`` is
+``min(512, the model's positions, the tokenizer's limit)`` unless a run sets ``proxy.max_seq_len``
+(at most the model's positions); the examples are then tokenized again.
 
 Metrics:
 
@@ -30,8 +32,10 @@ from ranktune.trainer.tasks.base import (
     Direction,
     Split,
     Task,
+    check_max_seq_len,
     evaluating,
     model_device,
+    next_token_labels,
     sha256_of,
     tensor_batches,
     to_device,
@@ -171,22 +175,42 @@ class CausalLMTask(Task):
         self.kind = kind
         self.records = splits
         self.tokenizer = _load_tokenizer(model_dir)
-        self.max_seq_len = max_seq_len or default_max_seq_len(model_dir, self.tokenizer)
-        self.examples = {
-            split: [encode(r, kind, render(r, kind, self.tokenizer), self.tokenizer, self.max_seq_len)
+        self.default_max_seq_len = max_seq_len or default_max_seq_len(model_dir, self.tokenizer)
+        self._encode(self.default_max_seq_len)
+
+    def _encode(self, max_seq_len: int) -> None:
+        """Tokenize every example, cut at ``max_seq_len`` tokens (fails naming a record with nothing
+        left to learn, leaving the task as it was)."""
+        examples = {
+            split: [encode(r, self.kind, render(r, self.kind, self.tokenizer), self.tokenizer, max_seq_len)
                     for r in records]
-            for split, records in splits.items()
+            for split, records in self.records.items()
         }  # fmt: skip
-        self.truncated = {
-            split: sum(e.truncated for e in examples) for split, examples in self.examples.items()
-        }
+        self.max_seq_len, self.examples = max_seq_len, examples
+        self.truncated = {split: sum(e.truncated for e in rows) for split, rows in examples.items()}
         for split, count in self.truncated.items():
             if count:
                 log.warning(
                     "task: %d of %d %s examples of %s are longer than max_seq_len (%d tokens): cut short",
-                    count, len(self.examples[split]), split, source, self.max_seq_len,
+                    count, len(examples[split]), split, self.source, max_seq_len,
                 )  # fmt: skip
         self._tensors: dict[Split, Batch] = {}
+
+    def set_max_seq_len(self, max_seq_len: int | None) -> None:
+        if max_seq_len is not None:
+            check_max_seq_len(max_seq_len, self.model_dir)
+        wanted = max_seq_len or self.default_max_seq_len
+        if wanted == self.max_seq_len:
+            return
+        try:
+            self._encode(wanted)
+        except TaskError as e:
+            if max_seq_len is None:
+                raise
+            raise TaskError(f"proxy.max_seq_len: {max_seq_len} is too short ({e})", field="proxy") from e
+
+    def loss_items(self, batch: Batch) -> int:
+        return next_token_labels(batch, IGNORE)
 
     def metric_directions(self) -> dict[str, Direction]:
         return {"eval_loss": "minimize", "exact_match": "maximize"}

@@ -18,7 +18,15 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ranktune.trainer.builtin.tiny_vlm import BOS_ID, EOS_ID, IMAGE_ID, IMAGE_TOKENS, PAD_ID
-from ranktune.trainer.tasks.base import Batch, Split, Task, evaluating, model_device, to_device
+from ranktune.trainer.tasks.base import (
+    Batch,
+    Split,
+    Task,
+    evaluating,
+    model_device,
+    next_token_labels,
+    to_device,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +100,9 @@ class AnswerTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return qa_loss(model, batch)
+
+    def loss_items(self, batch: Batch) -> int:
+        return next_token_labels(batch, IGNORE_INDEX)  # the model's loss: a mean over answer tokens
 
     def evaluate_outcomes(
         self, model: nn.Module, split: Split = "val", batch_size: int = 256
