@@ -49,11 +49,12 @@ class PeftTask:
     def evaluate_outcomes(self, model: Any, split: str = "val", batch_size: int = 256) -> Any:
         return self.inner.evaluate_outcomes(model, split, batch_size)
 
-    def metric_directions(self) -> dict[str, str]:
-        return dict(self.inner.metric_directions())
-
-    def metric_outcomes(self, model: Any, metric: str, split: str = "val", batch_size: int = 256) -> Any:
-        return self.inner.metric_outcomes(model, metric, split, batch_size)
+    def __getattr__(self, name: str) -> Any:
+        # Everything else of the Task contract (metric_directions, metric_outcomes, loss_items,
+        # set_max_seq_len, ...) is the inner task's: the PEFT model changes only the parameters.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def final_ranks(self) -> dict[str, int]:
         """Per site, the rank the adapter holds at the end of training."""

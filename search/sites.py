@@ -1,4 +1,7 @@
-"""Adapter sites: the adaptable ``nn.Linear`` modules of a model, described without torch.
+"""Adapter sites: the adaptable linear layers of a model, described without torch.
+
+A linear layer is an ``nn.Linear`` (weight out×in) or transformers' ``Conv1D`` (GPT-2 and its
+relatives; weight stored transposed, in×out: the site's ``fan_in_fan_out``, which PEFT must be told).
 
 ``classify_module`` turns a module's full name into its tower, layer index and kind. It is pure
 string logic so that ``search/`` stays free of torch; walking a real model lives in ``trainer/``.
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -31,6 +35,7 @@ class AdapterSite:
     kind: str
     in_features: int
     out_features: int
+    fan_in_fan_out: bool = False  # the weight is stored in×out (transformers' Conv1D), not out×in
 
     def __post_init__(self) -> None:
         if self.tower not in TOWERS:
@@ -48,7 +53,10 @@ class AdapterSite:
         return self.in_features + self.out_features
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.fan_in_fan_out:
+            del data["fan_in_fan_out"]  # sites of nn.Linear keep the JSON they had before Conv1D sites
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AdapterSite:
@@ -60,6 +68,7 @@ class AdapterSite:
                 kind=str(data["kind"]),
                 in_features=int(data["in_features"]),
                 out_features=int(data["out_features"]),
+                fan_in_fan_out=bool(data.get("fan_in_fan_out", False)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SiteError(f"site: malformed site record {data!r} ({e})", field="sites") from e
@@ -79,8 +88,9 @@ class SiteClass:
 KNOWN_MODEL_TYPES = frozenset(
     {
         "llava", "llava_next", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl", "paligemma",
-        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3",
-        "bert", "roberta", "vit", "clip", "clip_vision_model", "siglip", "siglip_vision_model",
+        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2",
+        "bert", "roberta", "vit", "deit", "dinov2", "clip", "clip_vision_model", "siglip",
+        "siglip_vision_model",
     }
 )  # fmt: skip
 VISION_ONLY_MODEL_TYPES = frozenset(
@@ -143,6 +153,8 @@ def kind_of(name: str, tower: Tower) -> tuple[str, bool]:
         return _KIND_BY_LEAF[leaf], False
     if leaf == "proj" and parent in _ATTENTION_PARTS:
         return "o", False  # Qwen2-VL's vision attention output
+    if leaf == "c_proj" and (parent in _ATTENTION_PARTS or parent == "mlp"):
+        return ("o" if parent in _ATTENTION_PARTS else "fc2"), False  # GPT-2: attn.c_proj, mlp.c_proj
     if tower == "projector":
         if leaf.isdigit():  # nn.Sequential projector: mlp.0 / mlp.2
             return ("fc1" if int(leaf) == 0 else f"fc{int(leaf) // 2 + 1}"), False
@@ -171,19 +183,28 @@ def classify_module(name: str, model_type: str | None) -> SiteClass | None:
     return SiteClass(tower=tower, layer=layer, kind=kind, heuristic=guessed)
 
 
-def build_sites(linears: list[tuple[str, int, int]], model_type: str | None) -> tuple[AdapterSite, ...]:
-    """Turn (name, in_features, out_features) of every ``nn.Linear`` into sites, warning on guesses."""
+LinearModule = tuple[str, int, int] | tuple[str, int, int, bool]
+
+
+def build_sites(linears: Sequence[LinearModule], model_type: str | None) -> tuple[AdapterSite, ...]:
+    """Turn (name, in_features, out_features[, fan_in_fan_out]) of every linear layer into sites,
+    warning on guesses."""
     sites: list[AdapterSite] = []
     guessed: list[str] = []
-    for name, in_features, out_features in linears:
+    for name, in_features, out_features, *transposed in linears:
         found = classify_module(name, model_type)
         if found is None:
             continue
         if found.heuristic:
             guessed.append(name)
-        sites.append(AdapterSite(name, found.tower, found.layer, found.kind, in_features, out_features))
+        sites.append(
+            AdapterSite(name, found.tower, found.layer, found.kind, in_features, out_features,
+                        fan_in_fan_out=bool(transposed and transposed[0]))
+        )  # fmt: skip
     if not sites:
-        raise SiteError(f"model: no adaptable nn.Linear layers found (model type {model_type!r})")
+        raise SiteError(
+            f"model: no adaptable linear layers (nn.Linear or Conv1D) found (model type {model_type!r})"
+        )
     if model_type not in KNOWN_MODEL_TYPES:
         warnings.warn(
             f"model type {model_type!r} is not a known architecture: {len(sites)} sites were found by "

@@ -73,11 +73,21 @@ def tiny_vit() -> T.PreTrainedModel:
     return T.ViTForImageClassification(config)
 
 
+def tiny_gpt2() -> T.PreTrainedModel:
+    """GPT-2: its linear layers are transformers' ``Conv1D`` (weights stored in×out); no dropout."""
+    config = T.GPT2Config(
+        vocab_size=64, n_embd=32, n_inner=48, n_layer=2, n_head=4, n_positions=64,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    return T.GPT2LMHeadModel(config)
+
+
 TINY_MODELS: dict[str, Callable[[], T.PreTrainedModel]] = {
     "llava": tiny_llava,
     "idefics3": tiny_idefics3,
     "qwen2_vl": tiny_qwen2_vl,
     "llama": tiny_llama,
+    "gpt2": tiny_gpt2,
     "bert": tiny_bert,
     "vit": tiny_vit,
 }

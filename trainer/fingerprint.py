@@ -29,6 +29,10 @@ def base_weights_sha256(model: str) -> str:
         from ranktune.trainer.models import minilm_dir
 
         return _folder_sha256(minilm_dir())
+    if model == "builtin:tiny-vlm-vision":
+        from ranktune.trainer.builtin.tiny_vision import tiny_vision_dir
+
+        return _folder_sha256(tiny_vision_dir())
     return _folder_sha256(Path(model).expanduser())
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PretrainedConfig
 
-BUILTIN_MODELS = ("builtin:tiny-vlm", "builtin:minilm")
+BUILTIN_MODELS = ("builtin:tiny-vlm", "builtin:tiny-vlm-vision", "builtin:minilm")
 
 
 def minilm_dir() -> Path:
@@ -35,6 +35,10 @@ def load_config(spec: str) -> PretrainedConfig:
         from ranktune.trainer.builtin.tiny_vlm import tiny_vlm_config
 
         return tiny_vlm_config()
+    if spec == "builtin:tiny-vlm-vision":
+        from ranktune.trainer.builtin.tiny_vision import tiny_vision_config
+
+        return tiny_vision_config()
     if spec == "builtin:minilm":
         return AutoConfig.from_pretrained(minilm_dir())
     if spec.startswith("builtin:"):
@@ -94,6 +98,22 @@ def is_causal_lm(config: PretrainedConfig) -> bool:
 def is_sequence_classifier(config: PretrainedConfig) -> bool:
     """Whether the model's class is a ``…ForSequenceClassification`` with a head of its own."""
     return model_class(config).__name__.endswith("ForSequenceClassification")
+
+
+def is_image_classifier(config: PretrainedConfig) -> bool:
+    """Whether the model's class is a ``…ForImageClassification`` with a head of its own."""
+    return model_class(config).__name__.endswith("ForImageClassification")
+
+
+def is_vision_model(config: PretrainedConfig) -> bool:
+    """Whether the model is a vision transformer that image classification can fine-tune: an image
+    classifier, or a bare image backbone (``ViTModel``, ``Dinov2Model``, ``CLIPVisionModel``, …)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_MAPPING_NAMES
+
+    name = model_class(config).__name__
+    backbones = {n for value in MODEL_FOR_IMAGE_MAPPING_NAMES.values()
+                 for n in ((value,) if isinstance(value, str) else value)}  # fmt: skip
+    return is_image_classifier(config) or name in backbones or name.endswith("VisionModel")
 
 
 def load_pretrained(model_dir: Path, **overrides: object) -> nn.Module:

@@ -7,7 +7,7 @@ points at another folder holding the same four files (gzipped or not). Nothing i
 Pools, fixed once and for all by ``SPLIT_SEED`` (the same on every machine):
 
 - ``train`` / ``val``: 12,000 / 2,000 images of the 60,000-image training file, disjoint;
-- ``test``: 6,000 images of the 10,000-image test file.
+- ``test``: 6,000 images of the 10,000-image test file (``load_fashion_test_file``: all of them).
 """
 
 from __future__ import annotations
@@ -109,3 +109,9 @@ def load_fashion(pool: Pool, folder: Path | None = None) -> DigitImages:
     images, labels = read_file_pair("test" if pool == "test" else "train", folder or data_dir())
     indices = pool_indices(pool, len(labels))
     return DigitImages(images=images[indices], labels=labels[indices], indices=indices)
+
+
+def load_fashion_test_file(folder: Path | None = None) -> DigitImages:
+    """Every image of the test file (10,000), in file order: no image of it is in ``train`` or ``val``."""
+    images, labels = read_file_pair("test", folder or data_dir())
+    return DigitImages(images=images, labels=labels, indices=np.arange(len(labels)))

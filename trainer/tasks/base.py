@@ -9,8 +9,9 @@ Contract:
   (``requires_grad=False``) except a task head the task must train (e.g. a new classifier),
   which it names in ``head_modules``. Adapters are injected afterwards by the caller. It is built
   in the class the model's directory names (``trainer.models.model_class``), so that a schedule
-  planned on the model spec names the same modules. Heads that belong to that class (not added by
-  the task) are also in ``saved_heads``: an exported adapter carries them (PEFT's ``modules_to_save``).
+  planned on the model spec names the same modules. Heads an exported adapter carries whole (PEFT's
+  ``modules_to_save``) are also in ``saved_heads``: those that belong to that class, and a new head
+  that a reload attaches the same way (image classification's ``classifier`` on a bare vision model).
 - ``batches(split, batch_size, seed)`` yields dicts of CPU tensors. For ``"train"`` it is an
   endless, deterministic stream (reshuffled each epoch from ``seed``); for ``"val"`` and
   ``"test"`` it is one pass in a fixed order.
@@ -23,6 +24,11 @@ Contract:
 - ``metric`` is the default objective. A task that reports more than one metric lists them all,
   each with the direction that is better, in ``metric_directions`` (default objective first) and
   returns any of them per example from ``metric_outcomes``; a task with one metric overrides neither.
+- ``loss_items(batch)`` is how many terms ``loss`` averages over (examples, or trained tokens for a
+  per-token loss): gradient accumulation weights micro-batches by it, so k micro-batches train as
+  one batch k times as large would.
+- ``set_max_seq_len(n)`` cuts the task's tokenized text at ``n`` tokens (None: its default); a task
+  without text it can cut (images, VQA) refuses a number with a ``TaskError`` on ``proxy.max_seq_len``.
 - Nothing downloads: data and weights are built in, bundled in packages, or read from local files.
 """
 
@@ -31,7 +37,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
+
+from ranktune.trainer.errors import TaskError
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +57,7 @@ class Task(ABC):
     metric: ClassVar[str] = "accuracy"
     description: ClassVar[str] = ""  # one line for listings: what the data is (say if it is synthetic)
     head_modules: tuple[str, ...] = ()  # module names of task heads trained in full (never sites)
-    saved_heads: tuple[str, ...] = ()  # those of head_modules the model's own class has
+    saved_heads: tuple[str, ...] = ()  # those of head_modules an exported adapter carries
 
     @abstractmethod
     def build_model(self) -> nn.Module: ...
@@ -87,6 +96,22 @@ class Task(ABC):
         """Number of examples in a split (for progress and reports)."""
         raise NotImplementedError
 
+    def loss_items(self, batch: Batch) -> int:
+        """How many terms ``loss`` averages over for ``batch``: its examples, unless overridden."""
+        return len(next(iter(batch.values())))
+
+    def set_max_seq_len(self, max_seq_len: int | None) -> None:
+        """Cut tokenized text at ``max_seq_len`` tokens; None keeps (or restores) the task's default.
+
+        Here: the task has no text to cut (cutting a VQA prompt would drop image tokens or the answer).
+        """
+        if max_seq_len is not None:
+            raise TaskError(
+                f"proxy.max_seq_len: {self.name} has no text it could cut (it applies to causal-LM and "
+                "text-classification tasks); leave it unset",
+                field="proxy",
+            )
+
     def data_sha256(self) -> str:
         """A hash of every split's examples (what was trained and scored on), to key stored results."""
         raise NotImplementedError(f"{type(self).__name__} has no data fingerprint")
@@ -109,6 +134,27 @@ def sha256_of(*parts: object) -> str:
 
 
 # Small helpers shared by the tasks.
+
+
+def next_token_labels(batch: Batch, ignore: int = -100) -> int:
+    """Tokens a next-token loss averages over: labels set from the second position on."""
+    return int((batch["labels"][:, 1:] != ignore).sum())
+
+
+def check_max_seq_len(max_seq_len: int, model_dir: Path | None) -> None:
+    """Refuse a length beyond the positions the model has (when its config says how many)."""
+    from transformers import AutoConfig
+
+    if model_dir is None:
+        return
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True).get_text_config()
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < max_seq_len:
+        raise TaskError(
+            f"proxy.max_seq_len: {max_seq_len} is more than the {positions} positions of the model in "
+            f"{model_dir}; use at most {positions}",
+            field="proxy",
+        )
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -12,6 +12,9 @@ for MiniLM's ``BertModel``, ``bert.encoder.layer.0…`` for a ``BertForSequenceC
   modules outside the base model), re-sized to the labels when their number differs (a new final
   layer from ``HEAD_SEED``). It is trained in full and written with the adapter (``saved_heads``,
   PEFT's ``modules_to_save``), so the adapter loads into that class with every weight matched.
+
+Texts are cut at ``max_length`` tokens (``MAX_LENGTH``, or the task's own), or at ``proxy.max_seq_len``
+when a run sets it (at most the model's positions).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ranktune.trainer.tasks.base import (
     Batch,
     Split,
     Task,
+    check_max_seq_len,
     evaluating,
     model_device,
     sha256_of,
@@ -75,11 +79,12 @@ def label_order(model_dir: Path, labels: Sequence[str]) -> list[str]:
     """``labels`` sorted, or in the checkpoint's own order when its head was trained on exactly them."""
     from transformers import AutoConfig
 
-    from ranktune.trainer.models import is_sequence_classifier
+    from ranktune.trainer.models import is_image_classifier, is_sequence_classifier
 
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     own = [str(config.id2label[i]) for i in sorted(config.id2label)] if config.id2label else []
-    return own if sorted(own) == sorted(labels) and is_sequence_classifier(config) else sorted(labels)
+    has_head = is_sequence_classifier(config) or is_image_classifier(config)
+    return own if sorted(own) == sorted(labels) and has_head else sorted(labels)
 
 
 def fit_own_head(model: nn.Module, heads: Sequence[str], label_names: Sequence[str]) -> nn.Module:
@@ -199,6 +204,14 @@ class TextClassificationTask(Task):
             tensors["labels"] = torch.tensor(labels, dtype=torch.long)
             self._tensors[split] = tensors
         return self._tensors[split]
+
+    def set_max_seq_len(self, max_seq_len: int | None) -> None:
+        if max_seq_len is not None:
+            check_max_seq_len(max_seq_len, self.model_dir)
+        wanted = max_seq_len or type(self).max_length
+        if wanted != self.max_length:
+            self.max_length = wanted
+            self._tensors = {}
 
     def build_model(self) -> nn.Module:
         model = load_encoder(self.model_dir)

@@ -11,14 +11,17 @@ Blank lines are skipped. One JSON object per line, either
 - text classification, for a text encoder: ``{"text": "...", "label": "sports"}``; labels are
   strings, numbered in sorted order (or in the order of a ``…ForSequenceClassification``
   checkpoint's own labels, when its head was trained on exactly these);
+- image classification, for a vision transformer (``trainer.tasks.image_classification``):
+  ``{"image": "img/0.png", "label": "cat"}``, labels as for text classification;
 - instruction tuning, for a causal LM (``trainer.tasks.jsonl_lm``): ``{"prompt": "...",
   "completion": "..."}`` or ``{"messages": [{"role": "user", "content": "..."}, {"role":
   "assistant", "content": "..."}]}``.
 
-The kind is read from the keys of the first record and must suit the model: a model whose config
-has a ``vision_config`` takes VQA data, a causal LM (``…ForCausalLM``) instruction data (or
-classification data), any other model classification data. Malformed input raises ``TaskError``
-naming the file, the line and the key.
+The kind is read from the keys of the first record and must suit the model: a vision transformer
+(``…ForImageClassification``, a bare image backbone, ``builtin:tiny-vlm-vision``) takes image
+classification data, any other model whose config has a ``vision_config`` VQA data, a causal LM
+(``…ForCausalLM``) instruction data (or classification data), any other model classification data.
+Malformed input raises ``TaskError`` naming the file, the line and the key.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from ranktune.trainer.tasks.jsonl_records import Record
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 MIN_LINES_TO_SPLIT = 10
-Kind = Literal["vqa", "classification", "completion", "chat"]
+Kind = Literal["vqa", "image_classification", "classification", "completion", "chat"]
 KEYS: dict[Kind, tuple[str, ...]] = {
     "vqa": ("image", "question", "answer"),
+    "image_classification": ("image", "label"),
     "classification": ("text", "label"),
     "completion": ("prompt", "completion"),
     "chat": ("messages",),
@@ -106,8 +110,10 @@ def read_dataset(spec: Path) -> dict[Split, list[Record]]:
 def dataset_kind(splits: dict[Split, list[Record]]) -> Kind:
     """The kind from the first record's keys; then every record must have that kind's keys."""
     first = splits["train"][0]
-    if "image" in first.data or "question" in first.data:
-        kind: Kind = "vqa"
+    if "image" in first.data and "label" in first.data and "question" not in first.data:
+        kind: Kind = "image_classification"
+    elif "image" in first.data or "question" in first.data:
+        kind = "vqa"
     elif "text" in first.data or "label" in first.data:
         kind = "classification"
     elif "prompt" in first.data or "completion" in first.data:
@@ -117,8 +123,8 @@ def dataset_kind(splits: dict[Split, list[Record]]) -> Kind:
     else:
         raise TaskError(
             f"task: {first.where}: cannot tell the kind of data from keys {sorted(first.data)}; expected "
-            "image, question and answer (VQA), text and label (classification), prompt and completion "
-            "or messages (instruction tuning)"
+            "image, question and answer (VQA), image and label (image classification), text and label "
+            "(classification), prompt and completion or messages (instruction tuning)"
         )
     for records in splits.values():
         for record in records:
@@ -163,8 +169,13 @@ def load_jsonl_task(spec: Path, model: str, model_dir: Path | None, *, is_vlm: b
     ``model`` is the user's spelling, used in messages; ``is_vlm`` says whether it is a
     vision-language model.
     """
+    from ranktune.trainer.tasks.image_classification import image_classification_task
+
     splits = read_dataset(spec)
     kind = dataset_kind(splits)
+    image_task = image_classification_task(model, model_dir, splits, spec, kind)
+    if image_task is not None:  # image classification data or a vision transformer (or an error)
+        return image_task
     if kind == "vqa" and not is_vlm:
         raise TaskError(
             f"model: {model} is a text model but {spec} holds VQA records (image, question, answer); "

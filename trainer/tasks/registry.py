@@ -2,6 +2,8 @@
 
 - ``builtin:digits-vqa`` (MNIST digits) and ``builtin:fashion-vqa`` (Fashion-MNIST clothing) with
   ``builtin:tiny-vlm`` (or a directory saved from it);
+- ``builtin:fashion-cls`` (Fashion-MNIST's classes) with ``builtin:tiny-vlm-vision``, the tiny VLM's
+  pretrained vision tower (or a vision transformer directory);
 - ``builtin:minilm-topics`` (synthetic sentences), ``builtin:minilm-stdlib`` (real standard-library
   docstrings) and ``builtin:minilm-tweets`` (real labelled tweets) with ``builtin:minilm`` (or another
   local text-encoder directory);
@@ -27,11 +29,13 @@ if TYPE_CHECKING:
 BUILTIN_TASKS = {
     "builtin:digits-vqa": "builtin:tiny-vlm",
     "builtin:fashion-vqa": "builtin:tiny-vlm",
+    "builtin:fashion-cls": "builtin:tiny-vlm-vision",
     "builtin:minilm-topics": "builtin:minilm",
     "builtin:minilm-stdlib": "builtin:minilm",
     "builtin:minilm-tweets": "builtin:minilm",
 }
 TINY_VLM, MINILM = "builtin:tiny-vlm", "builtin:minilm"
+TINY_VISION = "builtin:tiny-vlm-vision"
 
 
 def load_task(task: str, model: str) -> Task:
@@ -52,6 +56,10 @@ def load_task(task: str, model: str) -> Task:
         "builtin:minilm-stdlib": MiniLMStdlibTask,
         "builtin:minilm-tweets": MiniLMTweetsTask,
     }
+    if task == "builtin:fashion-cls":
+        from ranktune.trainer.tasks.fashion_cls import fashion_cls_task
+
+        return fashion_cls_task(model, None if model == TINY_VISION else resolve_model(model)[0])
     if task in vlm_tasks:
         if model == TINY_VLM:
             return vlm_tasks[task]()
@@ -63,7 +71,7 @@ def load_task(task: str, model: str) -> Task:
         if model == MINILM:
             return text_tasks[task]()
         model_dir, is_vlm = resolve_model(model)
-        if is_vlm:
+        if is_vlm or model_dir is None:
             raise _mismatch(task, model)
         return text_tasks[task](model_dir)
     if task.startswith("builtin:"):
@@ -79,11 +87,14 @@ def load_task(task: str, model: str) -> Task:
 
 
 def resolve_model(model: str) -> tuple[Path | None, bool]:
-    """A model spec as (local directory, is it a vision-language model); None is the built-in tiny VLM."""
+    """A model spec as (local directory, is it a vision-language model). The directory is None for the
+    built-in tiny VLM and for its vision tower (made only when its weights are needed)."""
     from ranktune.trainer.models import BUILTIN_MODELS, minilm_dir
 
     if model == TINY_VLM:
         return None, True
+    if model == TINY_VISION:
+        return None, False
     if model == MINILM:
         return minilm_dir(), False
     if model.startswith("builtin:"):
