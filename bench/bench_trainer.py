@@ -114,8 +114,11 @@ def latency(task, variants: dict[str, nn.Module], device: torch.device, rounds: 
     for model in variants.values():
         model.to(device).eval()
     with torch.no_grad():
+        names = list(variants)
         for round_ in range(rounds + 1):
-            for name, model in variants.items():
+            # Each round starts with the next variant: no variant always runs first (or after another).
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                model = variants[name]
                 sync(device)
                 start = time.perf_counter()
                 for _ in range(5):
