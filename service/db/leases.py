@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -20,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from ranktune.service import engine
 from ranktune.service.db.engine import begin_write
-from ranktune.service.db.models import Base, Lease, Measurement, Search, Trial, TrialAdapter
-from ranktune.service.db.repository import adapters, refill
+from ranktune.service.db.models import Base, Lease, Measurement, Search, Trial
+from ranktune.service.db.repository import refill
 from ranktune.service.db.repository.searches import lock_search
 from ranktune.service.db.repository.trials import top_up
 from ranktune.service.db.repository.workers import touch_worker, upsert_worker, worker_finished_trial
@@ -411,53 +410,6 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
         extra={"action": "complete", "search": search.id, "trial": trial.id, "worker": trial.worker_name},
     )
     return trial, search
-
-
-def store_adapter(
-    session: Session, lease_id: str, attempt: int, data: bytes, max_bytes: int, now: datetime
-) -> TrialAdapter:
-    """Keep a confirmation run's trained adapter (a zip of PEFT's files); a resend replaces it.
-
-    Taken while the attempt runs, and after it completed (a spooled upload resent late), but only
-    for the attempt the trial is on, and once the search has chosen its winner only for the winner.
-    """
-    adapters.check_archive(data, max_bytes)
-    begin_write(session)
-    locked = _lock(session, lease_id, attempt)
-    search, trial, lease = locked.search, locked.trial, locked.lease
-    if trial.kind != "confirm":
-        raise Conflict(f"lease_id: trial {trial.id} is a {trial.kind} trial; only confirmation runs keep "
-                       "their adapter", field="lease_id", where="path")  # fmt: skip
-    if trial.attempt != lease.attempt or lease.state not in ("active", "expired", "completed"):
-        raise Conflict(
-            f"attempt: lease {lease_id} is {lease.state} and trial {trial.id} is on attempt {trial.attempt}",
-            field="attempt",
-            where="query",
-        )
-    winner = adapters.winner_number(search)
-    if search.state != "running" and winner != trial.confirms:
-        raise Conflict(
-            f"lease_id: search {search.id} is {search.state} and trial {trial.id} confirms no winner",
-            field="lease_id",
-            where="path",
-        )
-    session.execute(delete(TrialAdapter).where(TrialAdapter.trial_id == trial.id))
-    stored = TrialAdapter(
-        trial_id=trial.id,
-        attempt=attempt,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        data=data,
-        created_at=now,
-    )
-    session.add(stored)
-    session.commit()
-    log.info(
-        "adapter stored (%d bytes)",
-        len(data),
-        extra={"action": "adapter", "search": search.id, "trial": trial.id},
-    )
-    return stored
 
 
 def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> tuple[Trial, Search, bool]:

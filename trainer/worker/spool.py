@@ -44,13 +44,17 @@ class Spool:
     def put(self, lease_id: str, kind: ReportKind, body: dict[str, Any]) -> Report:
         path = self.directory / f"{lease_id}.{kind}.json"
         payload = json.dumps({"lease_id": lease_id, "kind": kind, "body": body})
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(payload)
+        self._write_atomically(path, payload.encode())
+        return Report(lease_id, kind, body, path)
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        """Temp file, fsync, rename: ``path`` holds all of ``data`` or does not exist."""
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        return Report(lease_id, kind, body, path)
 
     def pending(self) -> list[Report]:
         reports = []
@@ -70,12 +74,7 @@ class Spool:
     def put_adapter(self, lease_id: str, attempt: int, archive: bytes) -> PendingAdapter:
         """Keep a confirmation run's adapter zip until the server took it (or will never take it)."""
         path = self.directory / f"{lease_id}.{attempt}{ADAPTER_SUFFIX}"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".zip")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(archive)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        self._write_atomically(path, archive)
         return PendingAdapter(lease_id, attempt, path)
 
     def pending_adapters(self) -> list[PendingAdapter]:

@@ -12,7 +12,7 @@ from ranktune.service.api.errors import errors
 from ranktune.service.api.openapi import DocumentedRoute
 from ranktune.service.api.params import LeaseId
 from ranktune.service.api.routes.searches import trial_public
-from ranktune.service.db import leases
+from ranktune.service.db import lease_adapters, leases
 from ranktune.service.db.types import utcnow
 from ranktune.service.schemas.common import INT32_MAX
 from ranktune.service.schemas.leases import (
@@ -86,7 +86,9 @@ def upload_adapter(
 ) -> AdapterStored:
     """Store a confirmation run's trained adapter, up to RANKTUNE_MAX_ADAPTER_BYTES; a resend replaces it.
     Send it before completing the attempt: the search exports its winner's weights."""
-    stored = leases.store_adapter(session, lease_id, attempt, data, settings.max_adapter_bytes, utcnow())
+    stored = lease_adapters.store_adapter(
+        session, lease_id, attempt, data, settings.max_adapter_bytes, utcnow()
+    )
     return AdapterStored(
         trial_id=stored.trial_id, attempt=stored.attempt, size_bytes=stored.size_bytes, sha256=stored.sha256
     )
