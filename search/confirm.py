@@ -45,9 +45,9 @@ def plan(
     sign = 1.0 if direction == "maximize" else -1.0
     chosen: list[tuple[int, RankSchedule]] = [(0, uniform)]
     seen = {uniform.ranks}
-    ranked = sorted(
+    ranked = sorted(  # multi-fidelity: the highest rung first, its best first (ASHA's own verdict)
         (t for t in proxy_trials if t.state == "succeeded" and t.objective is not None),
-        key=lambda t: (-sign * float(t.objective), t.number),  # type: ignore[arg-type]
+        key=lambda t: (-t.rung, -sign * float(t.objective), t.number),  # type: ignore[arg-type]
     )
     for trial in ranked:
         if len(chosen) > top_k:

@@ -13,11 +13,14 @@ that is what makes trials of earlier searches (other budgets, other seeds) usabl
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ranktune.search import rungs
 from ranktune.search.features import Featurizer
 from ranktune.search.perfmodel import ModelQuality, PerformanceModel, acquisition, cross_validate
 from ranktune.search.proposer import Proposal, Proposer, SearchContext, TrialRecord
@@ -64,24 +67,40 @@ def baseline_of(trials: tuple[TrialRecord, ...]) -> float | None:
     return None
 
 
+def fidelity_column(context: SearchContext, steps: Sequence[int | None]) -> NDArray[np.float64] | None:
+    """Multi-fidelity searches: each row's length as log(steps) / log(max_steps), 1.0 at the top rung;
+    None for a search without rungs (its features stay as they were)."""
+    if context.fidelity is None:
+        return None
+    top = math.log(context.fidelity.max_steps + 1)
+    return np.asarray([math.log((s or context.fidelity.max_steps) + 1) / top for s in steps])
+
+
 def training_data(
     context: SearchContext, trials: tuple[TrialRecord, ...], featurizer: Featurizer
 ) -> TrainingData | None:
-    baseline = baseline_of(trials)
+    """Gains over uniform. With rungs every trial is measured against uniform at its own rung and the
+    rung's length is a feature: one model learns from every rung and predicts at any of them."""
+    by_rung = rungs.baselines(trials) if context.fidelity else {}
+    baseline = by_rung.get(0) if context.fidelity else baseline_of(trials)
     if baseline is None:
         return None
     sign = 1.0 if context.direction == "maximize" else -1.0
     done = [t for t in trials if t.state == "succeeded" and t.objective is not None]
+    if context.fidelity:
+        done = [t for t in done if t.rung in by_rung]
     schedules: list[RankSchedule] = [t.schedule for t in done]
-    targets = [sign * (float(t.objective) - baseline) for t in done]  # type: ignore[arg-type]
+    targets = [sign * (float(t.objective) - by_rung.get(t.rung, baseline)) for t in done]  # type: ignore[arg-type]
     numbers = [t.number for t in done]
-    prior = context.prior if context.model.transfer else ()
+    steps = [t.steps for t in done]
+    # Transferred trials ran at another search's length: with rungs they cannot be placed on the axis.
+    prior = context.prior if context.model.transfer and context.fidelity is None else ()
     schedules += [p.schedule for p in prior]
     targets += [sign * (p.objective - p.baseline) for p in prior]
     numbers += [-1] * len(prior)
     own = np.asarray([n >= 0 for n in numbers], dtype=bool)
     return TrainingData(
-        features=featurizer.features(schedules),
+        features=with_fidelity(featurizer.features(schedules), fidelity_column(context, steps)),
         targets=np.asarray(targets, dtype=np.float64),
         weights=np.where(own, 1.0, PRIOR_WEIGHT),
         numbers=np.asarray(numbers, dtype=np.int64),
@@ -91,18 +110,25 @@ def training_data(
     )
 
 
+def with_fidelity(features: NDArray[np.float64], column: NDArray[np.float64] | None) -> NDArray[np.float64]:
+    return features if column is None else np.column_stack([features, column])
+
+
 @dataclass
 class FittedModel:
     model: PerformanceModel
     data: TrainingData
     featurizer: Featurizer
     quality: ModelQuality
+    context: SearchContext
 
     def predict_objective(
-        self, schedules: list[RankSchedule]
+        self, schedules: list[RankSchedule], steps: int | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Mean (oriented gain) and spread for each schedule."""
-        return self.model.predict(self.featurizer.features(schedules))
+        """Mean (oriented gain) and spread for each schedule; with rungs, at ``steps`` (default: the
+        top rung)."""
+        column = fidelity_column(self.context, [steps] * len(schedules))
+        return self.model.predict(with_fidelity(self.featurizer.features(schedules), column))
 
     def to_objective(self, gain: float) -> float:
         return self.data.baseline + self.data.sign * gain
@@ -117,7 +143,7 @@ def fit_model(context: SearchContext, trials: tuple[TrialRecord, ...], seed: int
         return None
     model = PerformanceModel.fit(data.features, data.targets, data.weights, seed=seed)
     quality = cross_validate(data.features, data.targets, data.numbers, data.own, data.weights, seed=seed)
-    return FittedModel(model, data, featurizer, _in_objective_units(quality, data))
+    return FittedModel(model, data, featurizer, _in_objective_units(quality, data), context)
 
 
 def _in_objective_units(quality: ModelQuality, data: TrainingData) -> ModelQuality:
@@ -195,4 +221,25 @@ class PerfModelProposer(Proposer):
         scores = acquisition(mean, std, best, context.model.acquisition, context.model.kappa)
         pick = int(np.argmax(scores))
         schedule, vector = list(candidates.values())[pick]
-        return Proposal(schedule, context.seed, vector, fitted.to_objective(float(mean[pick])), quality)
+        gain = float(mean[pick])
+        if context.fidelity is not None:  # it trains at rung 0: predict what it will measure there
+            gain = float(fitted.predict_objective([schedule], context.fidelity.steps(0))[0][0])
+        return Proposal(schedule, context.seed, vector, fitted.to_objective(gain), quality)
+
+    def promotion_scores(
+        self, context: SearchContext, trials: tuple[TrialRecord, ...], rung: int
+    ) -> Mapping[int, float] | None:
+        """The model's gain at the top rung, moved by how far each schedule's own result at ``rung``
+        was from the model's prediction there; None until the model is fitted."""
+        _, fitted = self.model_for(context, trials)
+        base = rungs.baselines(trials).get(rung)
+        if fitted is None or context.fidelity is None or base is None:
+            return None
+        done = [t for t in rungs.succeeded(trials, rung) if t.config_number != rungs.BASELINE]
+        if not done:
+            return None
+        schedules = [t.schedule for t in done]
+        top, _ = fitted.predict_objective(schedules)
+        here, _ = fitted.predict_objective(schedules, context.fidelity.steps(rung))
+        own = [fitted.data.sign * (float(t.objective) - base) for t in done]  # type: ignore[arg-type]
+        return {t.config_number: float(p + (o - h)) for t, p, h, o in zip(done, top, here, own, strict=True)}

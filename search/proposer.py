@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ranktune.search.fidelity import Fidelity
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.space import HierarchicalSpace
 
@@ -43,10 +44,18 @@ class TrialRecord:
     objective: float | None = None  # the objective metric of a succeeded (or pruned: last) trial
     metrics: Mapping[str, float] = field(default_factory=dict)
     vector: tuple[float, ...] | None = None  # the hierarchical vector it came from, if any
+    rung: int = 0  # multi-fidelity searches: the rung it trains at (search.fidelity)
+    config: int | None = None  # the number of the rung-0 trial whose schedule it continues; None: its own
+    steps: int | None = None  # the steps it trains, when the search's fidelity sets them
 
     @property
     def finished(self) -> bool:
         return self.state in ("succeeded", "failed", "pruned", "cancelled")
+
+    @property
+    def config_number(self) -> int:
+        """The schedule's identity across rungs: the number of the trial that started it at rung 0."""
+        return self.number if self.config is None else self.config
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class SearchContext:
     max_trials: int = 1
     model: ModelSettings = field(default_factory=ModelSettings)
     prior: tuple[PriorTrial, ...] = ()
+    fidelity: Fidelity | None = None  # rungs of successive halving; None: every trial at one length
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,9 @@ class Proposal:
     vector: tuple[float, ...] | None = None
     predicted: float | None = None  # the performance model's prediction of the objective
     quality: Any = None  # a search.perfmodel.ModelQuality when this proposal refitted the model
+    rung: int = 0  # multi-fidelity: the rung it trains at; above 0 it is a promotion
+    config: int | None = None  # a promotion: the number of the trial that started the schedule
+    steps: int | None = None  # multi-fidelity: the steps of its rung
 
 
 class Proposer(ABC):
@@ -100,3 +113,10 @@ class Proposer(ABC):
     @abstractmethod
     def propose(self, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]) -> Proposal:
         """The proposal for trial ``number`` (>= 1); ``trials`` holds trials 0 … number-1."""
+
+    def promotion_scores(
+        self, context: SearchContext, trials: tuple[TrialRecord, ...], rung: int
+    ) -> Mapping[int, float] | None:
+        """Multi-fidelity: a score per config that finished ``rung`` (higher goes up first), or None to
+        rank them by their own gain over uniform at that rung (``search.fidelity``)."""
+        return None

@@ -17,6 +17,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from ranktune.search.proposer import SearchContext, TrialRecord
+from ranktune.search.rungs import one_fidelity
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -43,7 +44,7 @@ def in_memory_study(context: SearchContext, trials: Sequence[TrialRecord], seed:
         )
     study = optuna.create_study(direction=context.direction, sampler=sampler)
     pending: list[dict[str, float]] = []
-    for record in trials:
+    for record in one_fidelity(trials):  # multi-fidelity: one rung's objectives, never mixed
         if record.vector is None or len(record.vector) != len(space):
             continue
         params = dict(zip(space, (float(v) for v in record.vector), strict=True))

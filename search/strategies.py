@@ -6,8 +6,11 @@ The contract every proposer follows is in ``search.proposer`` (re-exported here)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from ranktune.search import rungs
 from ranktune.search.errors import RanktuneError
 from ranktune.search.proposer import (
     Direction,
@@ -99,7 +102,18 @@ def get_proposer(strategy: str) -> Proposer:
 def propose_next(
     proposer: Proposer, context: SearchContext, number: int, trials: tuple[TrialRecord, ...]
 ) -> Proposal:
-    """Trial 0 is the uniform baseline with the search's seed; later trials follow the strategy."""
+    """Trial 0 is the uniform baseline with the search's seed; later trials follow the strategy.
+
+    With rungs (``context.fidelity``) a trial first continues a schedule one rung up when ASHA allows
+    (``search.rungs``), else it starts the strategy's next schedule at rung 0."""
+    fidelity = context.fidelity
     if number == 0:
-        return Proposal(context.space.uniform(), context.seed, tuple(context.space.uniform_vector()))
-    return proposer.propose(context, number, trials)
+        proposal = Proposal(context.space.uniform(), context.seed, tuple(context.space.uniform_vector()))
+    elif fidelity is not None and (promotion := rungs.next_promotion(proposer, context, trials)):
+        source = next(t for t in reversed(trials) if t.config_number == promotion.config
+                      and t.rung == promotion.rung - 1)  # fmt: skip
+        return Proposal(source.schedule, source.proxy_seed, source.vector, rung=promotion.rung,
+                        config=promotion.config, steps=fidelity.steps(promotion.rung))  # fmt: skip
+    else:
+        proposal = proposer.propose(context, number, trials)
+    return proposal if fidelity is None else replace(proposal, steps=fidelity.steps(0))

@@ -27,8 +27,9 @@ from ranktune.service.schemas.spec import PROXY_OPTIONS_SENT_WHEN_SET, ProxySpec
 from ranktune.service.searching import search_context, stored_space
 
 
-def job_proxy(spec: SearchCreate, kind: str, seed: int) -> dict[str, Any]:
-    """The proxy settings a worker trains a trial with: confirm runs use the confirmation length.
+def job_proxy(spec: SearchCreate, kind: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+    """The proxy settings a worker trains a trial with: confirm runs use the confirmation length, a
+    multi-fidelity trial its rung's ``steps``.
 
     The memory and precision options go only when they differ from their defaults: a worker from
     before them refuses settings it does not know, and runs every search that leaves them unset."""
@@ -41,6 +42,8 @@ def job_proxy(spec: SearchCreate, kind: str, seed: int) -> dict[str, Any]:
     proxy["seed"] = seed
     if kind == "confirm" and spec.confirm is not None:
         proxy["steps"] = spec.confirm.steps
+    elif steps is not None:
+        proxy["steps"] = steps
     return proxy
 
 

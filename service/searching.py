@@ -200,4 +200,5 @@ def search_context(
             transfer=model.transfer,
         ),
         prior=prior,
+        fidelity=spec.fidelity.rungs() if spec.fidelity else None,
     )

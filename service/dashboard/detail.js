@@ -347,7 +347,10 @@ window.RT = window.RT || {};
       else view.curves.delete(t.number);
       renderCurves();
     });
-    const kind = t.kind === "confirm" && isNum(t.confirms) ? "confirm of #" + t.confirms : t.kind || "proxy";
+    let kind = t.kind === "confirm" && isNum(t.confirms) ? "confirm of #" + t.confirms : t.kind || "proxy";
+    if (t.kind === "proxy" && isNum(t.steps)) {  // a multi-fidelity search: the rung and its length
+      kind = "rung " + t.rung + " · " + t.steps + " steps" + (t.rung > 0 && isNum(t.config) ? " of #" + t.config : "");
+    }
     const stateCell = el("td", {}, [RT.stateBadge(t.state, t.reason)]);
     if (t.reason) stateCell.append(el("div", { className: "muted", text: t.reason }));
     const number = el("td", { className: "num" }, [document.createTextNode(String(t.number))]);

@@ -58,6 +58,7 @@ _CLAIMED = (
     TRIALS.c.schedule,
     TRIALS.c.proxy_seed,
     TRIALS.c.kind,
+    TRIALS.c.steps,
 )
 
 
@@ -136,7 +137,7 @@ def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, no
         upsert_worker(session, worker, now, current_trial_id=None)
         session.commit()
         return None
-    trial_id, search_id, number, attempt, schedule, proxy_seed, kind, search_spec, lease_ttl_s = row
+    trial_id, search_id, number, attempt, schedule, proxy_seed, kind, steps, search_spec, lease_ttl_s = row
     lease_id, expires_at = str(uuid.uuid4()), now + timedelta(seconds=lease_ttl_s)
     worker_id = upsert_worker(session, worker, now, current_trial_id=trial_id)
     # Core, not an ORM object: nothing reads the lease back in this transaction.
@@ -164,7 +165,7 @@ def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, no
         schedule=schedule,
         kind=kind,
         eval_split="test" if kind == "confirm" else "val",
-        proxy=engine.job_proxy(spec, kind, proxy_seed),
+        proxy=engine.job_proxy(spec, kind, proxy_seed, steps),
         dynamic=spec.dynamic.model_dump(mode="json") if spec.dynamic and kind == "proxy" else None,
         objective=spec.objective.model_dump(mode="json"),
         upload_adapter=kind == "confirm",

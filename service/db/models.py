@@ -86,6 +86,11 @@ class Trial(Base):
     vector: Mapped[list[Any] | None]  # the hierarchical search vector it was projected from, if any
     predicted: Mapped[float | None] = mapped_column(Float)  # performance model's guess when proposed
     confirms: Mapped[int | None]  # for kind "confirm": the number of the proxy trial it re-runs
+    # Multi-fidelity searches (spec ``fidelity``): the rung it trains at, the number of the rung-0
+    # trial whose schedule it continues (None: its own), and its rung's steps (None: the spec's).
+    rung: Mapped[int] = mapped_column(default=0, server_default="0")
+    config: Mapped[int | None]
+    steps: Mapped[int | None]
     parameter_count: Mapped[int] = mapped_column(BigInteger)
     proxy_seed: Mapped[int]
     attempt: Mapped[int] = mapped_column(default=0)  # claims so far; the running attempt's number

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ranktune.search.errors import GridError
+from ranktune.search.fidelity import Fidelity, FidelityError
 from ranktune.search.grid import DEFAULT_GRID, RankGrid
 from ranktune.search.sites import Tower
 from ranktune.search.strategies import strategy_names
@@ -142,6 +143,27 @@ class ConfirmSpec(StrictModel):
     seeds: int = Field(default=3, ge=1, le=100)
 
 
+class FidelitySpec(StrictModel):
+    """Successive halving over training lengths (ASHA): rungs at min_steps x eta^k up to max_steps."""
+
+    min_steps: int = Field(
+        ge=1, le=1_000_000, description="Steps of the lowest rung, where every schedule starts"
+    )
+    max_steps: int = Field(ge=1, le=1_000_000, description="Steps of the top rung")
+    eta: int = Field(default=3, ge=2, le=16, description="1/eta of a rung's schedules go up to the next one")
+
+    @model_validator(mode="after")
+    def rungs_exist(self) -> Self:
+        try:
+            self.rungs()
+        except FidelityError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def rungs(self) -> Fidelity:
+        return Fidelity(self.min_steps, self.max_steps, self.eta)
+
+
 class SearchCreate(StrictModel):
     name: Name
     model: Spec
@@ -164,6 +186,11 @@ class SearchCreate(StrictModel):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     performance_model: PerformanceModelSpec = Field(default_factory=PerformanceModelSpec)
     dynamic: DynamicSpec | None = None
+    fidelity: FidelitySpec | None = Field(
+        default=None,
+        description="Train schedules at increasing lengths and promote the best 1/eta (ASHA); "
+        "max_trials counts every rung's runs. Without it every proxy trial trains proxy.steps",
+    )
     confirm: ConfirmSpec | None = None
     max_attempts: int = Field(default=3, ge=1, le=100)
     lease_ttl_s: float | None = Field(
@@ -183,3 +210,13 @@ class SearchCreate(StrictModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def one_length_source(self, info: ValidationInfo) -> Self:
+        stored = bool(info.context and info.context.get("stored"))  # a stored spec holds every default
+        if self.fidelity is not None and "steps" in self.proxy.model_fields_set and not stored:
+            raise ValueError(
+                "proxy.steps: a search with fidelity trains each rung's steps "
+                f"({self.fidelity.min_steps} to {self.fidelity.max_steps}); leave proxy.steps out"
+            )
+        return self

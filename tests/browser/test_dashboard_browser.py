@@ -276,3 +276,26 @@ def test_dashboard_shows_the_confirmed_gain_with_its_interval(browser: Browser, 
     written = page.locator(".exported-params").all_text_contents()
     assert written == [f"{t['exported_params']:,} written" for t in trials]
     assert not watch.errors and not watch.dialogs and not watch.offsite
+
+
+def test_dashboard_shows_each_trials_rung(browser: Browser, site: Site) -> None:
+    fidelity = {"min_steps": 20, "max_steps": 180, "eta": 3}
+    with httpx.Client(base_url=site.url, timeout=30) as client:
+        user, worker = Api(client, token=site.user_token), Api(client, token=site.worker_token)
+        search_id = user.submit(name="rungs", strategy="random", max_trials=8, parallelism=1,
+                                fidelity=fidelity, proxy={"lr": 0.001})["id"]  # fmt: skip
+        while (job := worker.claim()) is not None:  # any scores: ASHA promotes once 3 finished a rung
+            score = 0.5 + job["trial_number"] % 7 / 100 + job["proxy"]["steps"] / 1_000
+            assert worker.complete(job, score).status_code == 200
+        trials = user.trials(search_id)
+    promoted = [t for t in trials if t["rung"] > 0 and t["config"] != 0]
+    assert promoted, trials
+    page, watch = open_page(browser, site)
+    page.goto(f"{site.url}/#/searches/{search_id}")
+    sign_in(page, site.user_token)
+    page.wait_for_selector(f"#trials-table tr[data-number='{promoted[0]['number']}']")
+    for t in trials:
+        cell = page.locator(f"#trials-table tr[data-number='{t['number']}'] td").nth(2)
+        expected = f"rung {t['rung']} · {t['steps']} steps" + (f" of #{t['config']}" if t["rung"] else "")
+        assert cell.text_content() == expected
+    assert not watch.errors and not watch.dialogs and not watch.offsite

@@ -58,7 +58,8 @@ def get_trial(session: Session, trial_id: int) -> Trial:
 
 
 def best_trial(session: Session, search: Search) -> Trial | None:
-    """The succeeded trial with the best objective; ties go to the earlier trial."""
+    """The succeeded trial with the best objective, at the highest rung any reached (multi-fidelity:
+    objectives of other lengths do not compare); ties go to the earlier trial."""
     order = Trial.objective.desc() if search.objective_direction == "maximize" else Trial.objective.asc()
     query = (
         select(Trial)
@@ -68,7 +69,7 @@ def best_trial(session: Session, search: Search) -> Trial | None:
             Trial.state == "succeeded",
             Trial.objective.is_not(None),
         )
-        .order_by(order, Trial.number)
+        .order_by(Trial.rung.desc(), order, Trial.number)
         .limit(1)
     )
     return session.scalars(query).first()
@@ -99,6 +100,9 @@ def trial_record(trial: Trial) -> TrialRecord:
         objective=trial.objective,
         metrics=dict(trial.metrics or {}),
         vector=tuple(trial.vector) if trial.vector else None,
+        rung=trial.rung or 0,
+        config=trial.config,
+        steps=trial.steps,
     )
 
 
@@ -178,6 +182,9 @@ def _add_trial(
     vector: tuple[float, ...] | None = None,
     predicted: float | None = None,
     confirms: int | None = None,
+    rung: int = 0,
+    config: int | None = None,
+    steps: int | None = None,
 ) -> Trial:
     trial = Trial(
         search_id=search.id,
@@ -188,6 +195,9 @@ def _add_trial(
         vector=list(vector) if vector is not None else None,
         predicted=predicted,
         confirms=confirms,
+        rung=rung,
+        config=config,
+        steps=steps,
         parameter_count=schedule.parameter_count,
         proxy_seed=seed,
         attempt=0,
@@ -206,10 +216,11 @@ def _queue_proxies(
     if room <= 0:
         return []
     proposer = get_proposer(search.strategy)
-    history = trial_records(session, search.id) if proposer.uses_history else ()
+    # Promotions read the history whatever the strategy; transferred trials only serve a model.
+    history = trial_records(session, search.id) if proposer.uses_history or spec.fidelity else ()
     prior = (
         prior_trials(session, search, spec)
-        if proposer.uses_history and spec.performance_model.transfer
+        if proposer.uses_history and spec.performance_model.transfer and spec.fidelity is None
         else ()
     )
     context = search_context(spec, stored_space(search.spec, search.sites), prior)
@@ -232,13 +243,23 @@ def _queue_proxies(
                 now,
                 vector=proposal.vector,
                 predicted=proposal.predicted,
+                rung=proposal.rung,
+                config=proposal.config,
+                steps=proposal.steps,
             )
         )
         if proposal.quality is not None:
             search.performance_model = {**proposal.quality.to_json(), "fitted_at": now.isoformat()}
-        if proposer.uses_history:
+        if proposer.uses_history or spec.fidelity:
             record = TrialRecord(
-                number, "queued", proposal.schedule, proposal.proxy_seed, vector=proposal.vector
+                number,
+                "queued",
+                proposal.schedule,
+                proposal.proxy_seed,
+                vector=proposal.vector,
+                rung=proposal.rung,
+                config=proposal.config,
+                steps=proposal.steps,
             )
             history = (*history, record)
     session.flush()
@@ -267,6 +288,7 @@ def prior_trials(session: Session, search: Search, spec: SearchCreate) -> tuple[
         .where(
             Trial.search_id.in_(same),
             Trial.kind == "proxy",
+            Trial.rung == 0,  # a multi-fidelity search's promotions repeat its schedules
             Trial.state == "succeeded",
             Trial.objective.is_not(None),
         )
