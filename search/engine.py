@@ -134,10 +134,14 @@ class FittedModel:
         return self.data.baseline + self.data.sign * gain
 
 
+def featurizer_for(context: SearchContext) -> Featurizer:
+    space = context.space
+    return Featurizer(space.sites, space.budget.params, space.budget.uniform_rank, context.importance)
+
+
 def fit_model(context: SearchContext, trials: tuple[TrialRecord, ...], seed: int) -> FittedModel | None:
     """The performance model on this history, or None while there is too little of it."""
-    space = context.space
-    featurizer = Featurizer(space.sites, space.budget.params, space.budget.uniform_rank)
+    featurizer = featurizer_for(context)
     data = training_data(context, trials, featurizer)
     if data is None or len(data.targets) < context.model.min_trials or data.own_count < 2:
         return None
@@ -191,8 +195,7 @@ class PerfModelProposer(Proposer):
     def model_for(
         self, context: SearchContext, trials: tuple[TrialRecord, ...]
     ) -> tuple[tuple[object, ...], FittedModel | None]:
-        space = context.space
-        featurizer = Featurizer(space.sites, space.budget.params, space.budget.uniform_rank)
+        featurizer = featurizer_for(context)
         data = training_data(context, trials, featurizer)
         key = ("none",) if data is None else data.key()
         if key not in self._fitted:

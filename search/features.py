@@ -12,7 +12,10 @@ budgets stay comparable):
 - ``profile.T.{mean,std,zero,logrank}``: the depth profile: parameter-weighted mean and spread of
   relative depth, the share of sites without an adapter, the mean log2(1 + rank);
 - ``rank.<site>``: the raw rank per site relative to the budget's rank, when there are at most
-  ``RAW_SITE_LIMIT`` sites (few trials cannot fit more columns than that sensibly).
+  ``RAW_SITE_LIMIT`` sites (few trials cannot fit more columns than that sensibly);
+- ``importance.{all,T}``: with the importance probe's finding (``search.probe``), the parameters
+  weighted by each site's importance relative to the mean, overall and per tower: how much of the
+  schedule sits where the probe saw rank pay.
 
 Sites of a schedule that the featurizer does not know (another search with other towers) count as
 absent; sites it knows that the schedule lacks count as rank 0. That is what makes transfer between
@@ -21,7 +24,7 @@ searches on the same model possible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,7 +38,11 @@ DEPTH_BINS = 4
 
 class Featurizer:
     def __init__(
-        self, sites: Sequence[AdapterSite], budget_params: int, budget_rank: int | None = None
+        self,
+        sites: Sequence[AdapterSite],
+        budget_params: int,
+        budget_rank: int | None = None,
+        importance: Mapping[str, float] | None = None,
     ) -> None:
         if budget_params <= 0:
             raise ValueError("budget_params must be positive")
@@ -76,7 +83,23 @@ class Featurizer:
         self.raw = len(self.sites) <= RAW_SITE_LIMIT
         if self.raw:
             names += [f"rank.{s.name}" for s in self.sites]
+        self._importance = self._importance_columns(importance, tower_of)
+        if self._importance.shape[1]:
+            names += ["importance.all", *(f"importance.{t}" for t in self.towers)]
         self.names: tuple[str, ...] = tuple(names)
+
+    def _importance_columns(
+        self, importance: Mapping[str, float] | None, tower_of: NDArray[np.str_]
+    ) -> NDArray[np.float64]:
+        """Sites × (1 + towers): each site's probe importance relative to the mean, overall and per
+        tower; no columns without a probe (or when it found nothing)."""
+        if not importance:
+            return np.zeros((len(self.sites), 0))
+        values = np.asarray([max(0.0, float(importance.get(s.name, 0.0))) for s in self.sites])
+        if not np.isfinite(values).all() or values.max() <= 0.0:
+            return np.zeros((len(self.sites), 0))
+        relative = values / values[values > 0].mean()
+        return np.stack([relative, *(relative * (tower_of == t) for t in self.towers)], axis=1)
 
     def ranks_of(self, schedules: Sequence[RankSchedule]) -> NDArray[np.float64]:
         """The rank matrix (schedules × this featurizer's sites)."""
@@ -106,6 +129,8 @@ class Featurizer:
             parts.append(np.stack([mean, spread, zero, logrank], axis=1))
         if self.raw:
             parts.append(ranks / self.budget_rank)
+        if self._importance.shape[1]:  # rank mass where the probe saw importance
+            parts.append(params @ self._importance / self.budget_params)
         return np.concatenate(parts, axis=1)
 
     def features(self, schedules: Sequence[RankSchedule]) -> NDArray[np.float64]:

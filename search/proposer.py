@@ -90,6 +90,8 @@ class SearchContext:
     model: ModelSettings = field(default_factory=ModelSettings)
     prior: tuple[PriorTrial, ...] = ()
     fidelity: Fidelity | None = None  # rungs of successive halving; None: every trial at one length
+    # The importance probe's finding (search.probe): site name -> importance per unit of rank.
+    importance: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

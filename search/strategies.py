@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ranktune.search import rungs
+from ranktune.search import probe, rungs
 from ranktune.search.errors import RanktuneError
 from ranktune.search.proposer import (
     Direction,
@@ -22,6 +22,7 @@ from ranktune.search.proposer import (
     TrialRecord,
     TrialState,
 )
+from ranktune.search.schedule import RankSchedule
 
 __all__ = [
     "PROPOSERS",
@@ -105,7 +106,9 @@ def propose_next(
     """Trial 0 is the uniform baseline with the search's seed; later trials follow the strategy.
 
     With rungs (``context.fidelity``) a trial first continues a schedule one rung up when ASHA allows
-    (``search.rungs``), else it starts the strategy's next schedule at rung 0."""
+    (``search.rungs``), else it starts a new schedule at rung 0. Once the importance probe reported
+    (``context.importance``), its importance-allocated schedule (``search.probe``) comes first, then
+    the strategy's."""
     fidelity = context.fidelity
     if number == 0:
         proposal = Proposal(context.space.uniform(), context.seed, tuple(context.space.uniform_vector()))
@@ -114,6 +117,18 @@ def propose_next(
                       and t.rung == promotion.rung - 1)  # fmt: skip
         return Proposal(source.schedule, source.proxy_seed, source.vector, rung=promotion.rung,
                         config=promotion.config, steps=fidelity.steps(promotion.rung))  # fmt: skip
+    elif (allocated := importance_allocation(context, trials)) is not None:
+        proposal = Proposal(allocated, context.seed)
     else:
         proposal = proposer.propose(context, number, trials)
     return proposal if fidelity is None else replace(proposal, steps=fidelity.steps(0))
+
+
+def importance_allocation(context: SearchContext, trials: tuple[TrialRecord, ...]) -> RankSchedule | None:
+    """The probe's importance-allocated schedule while no trial has tried it, else None."""
+    if context.importance is None:
+        return None
+    allocated = probe.allocate(context.space, context.importance)
+    if allocated is None or any(t.schedule.ranks == allocated.ranks for t in trials):
+        return None
+    return allocated

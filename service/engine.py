@@ -47,6 +47,14 @@ def job_proxy(spec: SearchCreate, kind: str, seed: int, steps: int | None = None
     return proxy
 
 
+def job_dynamic(spec: SearchCreate, kind: str) -> dict[str, Any] | None:
+    """When a trial reports its adapters' statistics: a dynamic-mode proxy trial at the spec's
+    fractions, the importance probe once at its end."""
+    if kind == "probe":
+        return {"at": [1.0]}
+    return spec.dynamic.model_dump(mode="json") if spec.dynamic and kind == "proxy" else None
+
+
 def _curves(session: Session, search_id: int, states: tuple[str, ...]) -> dict[int, list[tuple[int, float]]]:
     """(step, metric) of each proxy trial in ``states``, for its latest attempt."""
     rows = session.execute(

@@ -166,7 +166,7 @@ def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, no
         kind=kind,
         eval_split="test" if kind == "confirm" else "val",
         proxy=engine.job_proxy(spec, kind, proxy_seed, steps),
-        dynamic=spec.dynamic.model_dump(mode="json") if spec.dynamic and kind == "proxy" else None,
+        dynamic=engine.job_dynamic(spec, kind),
         objective=spec.objective.model_dump(mode="json"),
         upload_adapter=kind == "confirm",
         heartbeat_interval_s=min(heartbeat_interval_s, lease_ttl_s / 3),

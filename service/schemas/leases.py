@@ -47,7 +47,9 @@ class Job(BaseModel):
     trial_id: int
     search_id: int
     trial_number: int
-    kind: str = Field(default="proxy", description="proxy, or confirm (a full-length re-run)")
+    kind: str = Field(
+        default="proxy", description="proxy, probe (the importance probe) or confirm (a full-length re-run)"
+    )
     eval_split: str = Field(default="val", description="val for proxy trials; test (held out) for confirm")
     attempt: int
     model: str

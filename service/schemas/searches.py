@@ -65,11 +65,12 @@ class TrialPublic(PublicModel):
     id: int
     search_id: int
     number: int
-    kind: Literal["proxy", "confirm"]
+    kind: Literal["proxy", "probe", "confirm"]
     confirms: int | None = Field(default=None, description="For a confirm trial: the proxy trial it re-runs")
     rung: int = Field(default=0, description="Multi-fidelity searches: the rung it trains at (0: the lowest)")
     config: int | None = Field(
-        default=None, description="A promoted trial: the number of the rung-0 trial whose schedule it continues"
+        default=None,
+        description="A promoted trial: the number of the rung-0 trial whose schedule it goes on with",
     )
     steps: int | None = Field(default=None, description="Its rung's training steps; None: the spec's length")
     state: TrialState

@@ -164,6 +164,23 @@ class FidelitySpec(StrictModel):
         return Fidelity(self.min_steps, self.max_steps, self.eta)
 
 
+class ProbeSpec(StrictModel):
+    """One short over-ranked LoRA run at the start that measures per-site importance (search.probe)."""
+
+    steps: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="Its length; default: proxy.steps, or with fidelity the second rung's steps",
+    )  # fmt: skip
+
+    def length(self, spec: SearchCreate) -> int:
+        if self.steps is not None:
+            return self.steps
+        if spec.fidelity is not None:
+            rungs = spec.fidelity.rungs()
+            return rungs.steps(min(1, rungs.top))
+        return spec.proxy.steps
+
+
 class SearchCreate(StrictModel):
     name: Name
     model: Spec
@@ -190,6 +207,11 @@ class SearchCreate(StrictModel):
         default=None,
         description="Train schedules at increasing lengths and promote the best 1/eta (ASHA); "
         "max_trials counts every rung's runs. Without it every proxy trial trains proxy.steps",
+    )
+    probe: ProbeSpec | None = Field(
+        default=None,
+        description="Lease one importance probe after the uniform baseline (it counts as one of "
+        "max_trials); its importance-allocated schedule is proposed next",
     )
     confirm: ConfirmSpec | None = None
     max_attempts: int = Field(default=3, ge=1, le=100)

@@ -15,8 +15,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from ranktune.search.schedule import RankSchedule
 from ranktune.service.app import create_app
-from ranktune.service.db.models import Lease
+from ranktune.service.db.models import Lease, Trial
 from ranktune.trainer.worker.spool import Spool
 from tests.service.api import make_settings, spec
 from tests.service.databases import migrate
@@ -113,6 +114,30 @@ def test_worker_runs_a_search_to_the_end(server: LiveServer, tmp_path: Path) -> 
         workers = client.get("/workers").json()["workers"]
         assert [w["name"] for w in workers] == ["cpu-worker"] and workers[0]["trials_done"] == 2
     assert not list((tmp_path / "spool").glob("*.json")), "every report was acknowledged"
+
+
+def test_the_importance_probe_trains_reports_and_steers_the_next_schedule(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """The real worker runs the probe lease like any other (over-ranked, statistics at its end)."""
+    with api(server) as client:
+        search = submit(client, max_trials=3, probe={})
+        worker = start_worker(server, tmp_path, "--max-trials", "3", "--name", "cpu-worker")
+        output, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, output
+        assert client.get(f"/searches/{search['id']}").json()["state"] == "finished"
+        listed = client.get(f"/searches/{search['id']}/trials?include_schedule=true").json()["trials"]
+        found = {t["number"]: t for t in listed}
+        assert [found[n]["kind"] for n in range(3)] == ["proxy", "probe", "proxy"]
+        assert all(t["state"] == "succeeded" for t in found.values())
+    uniform, probe, allocated = (RankSchedule.from_json(found[n]["schedule"]) for n in range(3))
+    assert set(probe.ranks) == {16} and set(uniform.ranks) == {8}
+    assert allocated.ranks != uniform.ranks and len(set(allocated.ranks)) > 1  # steered by the probe
+    assert 0.97 * uniform.parameter_count <= allocated.parameter_count <= uniform.parameter_count
+    app: FastAPI = server.server.config.app
+    with app.state.sessions() as session:
+        stats = session.scalar(select(Trial.site_stats).where(Trial.id == found[1]["id"]))
+    assert set(stats) == {s.name for s in probe.sites}  # every site reported, from the last step
 
 
 def test_sigkilled_worker_trial_is_rerun_and_completed_once(server: LiveServer, tmp_path: Path) -> None:

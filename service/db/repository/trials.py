@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +19,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ranktune.search import confirm
+from ranktune.search import confirm, probe
 from ranktune.search.confirm import ConfirmRun
+from ranktune.search.errors import ScheduleError
 from ranktune.search.paired import OutcomesError, decode_outcomes
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
@@ -216,20 +218,29 @@ def _queue_proxies(
     if room <= 0:
         return []
     proposer = get_proposer(search.strategy)
-    # Promotions read the history whatever the strategy; transferred trials only serve a model.
-    history = trial_records(session, search.id) if proposer.uses_history or spec.fidelity else ()
+    # Promotions and the probe's allocation read the history whatever the strategy; transferred
+    # trials only serve a model.
+    needs_history = proposer.uses_history or spec.fidelity is not None or spec.probe is not None
+    history = trial_records(session, search.id) if needs_history else ()
     prior = (
         prior_trials(session, search, spec)
         if proposer.uses_history and spec.performance_model.transfer and spec.fidelity is None
         else ()
     )
-    context = search_context(spec, stored_space(search.spec, search.sites), prior)
+    space = stored_space(search.spec, search.sites)
+    context = replace(search_context(spec, space, prior), importance=probe_importance(session, search))
     order = fair_share.virtual_time(session)
     created: list[Trial] = []
     for _ in range(room):
         if created and until is not None and time.monotonic() >= until:
             break
         number = search.trials_created
+        if number == PROBE_NUMBER and spec.probe is not None:
+            schedule = probe.probe_schedule(space)
+            steps = spec.probe.length(spec)
+            created.append(_add_trial(session, search, spec, order, "probe", schedule, spec.proxy.seed, now,
+                                      steps=steps))  # fmt: skip
+            continue
         proposal = propose_next(proposer, context, number, history)
         created.append(
             _add_trial(
@@ -250,7 +261,7 @@ def _queue_proxies(
         )
         if proposal.quality is not None:
             search.performance_model = {**proposal.quality.to_json(), "fitted_at": now.isoformat()}
-        if proposer.uses_history or spec.fidelity:
+        if needs_history:
             record = TrialRecord(
                 number,
                 "queued",
@@ -265,6 +276,24 @@ def _queue_proxies(
     session.flush()
     log.info("queued %d trial(s)", len(created), extra={"action": "top_up", "search": search.id})
     return created
+
+
+PROBE_NUMBER = 1  # the importance probe is leased right after the uniform baseline (trial 0)
+
+
+def probe_importance(session: Session, search: Search) -> dict[str, float] | None:
+    """Site → importance per unit of rank from the search's finished probe; None without one."""
+    row = session.execute(
+        select(Trial.schedule, Trial.site_stats).where(
+            Trial.search_id == search.id, Trial.kind == "probe", Trial.state == "succeeded"
+        )
+    ).first()
+    if row is None or not isinstance(row.site_stats, dict):
+        return None
+    try:
+        return probe.site_importance(RankSchedule.from_json(row.schedule), row.site_stats)
+    except (ScheduleError, TypeError, ValueError):
+        return None  # statistics that do not fit the schedule: the search goes on without them
 
 
 PRIOR_LIMIT = 2_000  # transferred trials per search, most recent first
