@@ -49,10 +49,11 @@ def winners(protocol: dict[str, Any], task: str, strategy: str) -> dict[int, tup
 
 
 def stored_bases(store: RunStore, label: str) -> Counter[str]:
+    """Base sha256 → how many test-split (confirmation) runs of ``label`` the store holds on it."""
     bases: Counter[str] = Counter()
     for key in store.records:
         fields = json.loads(key)
-        if fields.get("bench") == label:
+        if fields.get("bench") == label and fields.get("split") == "test":
             bases[fields["base"]] += 1
     return bases
 
@@ -86,13 +87,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     task = load_task(task_name, model)
     label = f"{model}+{task_name}"
     store = RunStore(args.store)
+    fresh = RunStore(args.fresh_store) if args.fresh_store else store
     base = base_weights_sha256(model)
-    others = [b for b, _ in stored_bases(store, label).most_common() if b != base]
+    ranked = [b for b, _ in stored_bases(store, label).most_common()]
+    # With --fresh-store this base's own stored runs, trained again; else the other base with most runs.
+    others = [base] if args.fresh_store and base in ranked else [b for b in ranked if b != base]
     reference = args.reference_base or (others[0] if others else None)
     if reference is None:
-        raise SystemExit(f"--store: {args.store} holds no run of {label} on other base weights than {base}")
+        raise SystemExit(f"--store: {args.store} holds no run of {label} on other base weights than "
+                         f"{base} (give --fresh-store to train this base's runs again)")  # fmt: skip
     space = make_space(model, task_name)
-    runner = Runner(task, config, label, store, base=base, data=task.data_sha256())
+    runner = Runner(task, config, label, fresh, base=base, data=task.data_sha256())
     old = Runner(task, config, label, store, base=reference, data=task.data_sha256())
     chosen = winners(protocol, args.task, args.strategy)
     seeds = sorted(chosen)[: args.search_seeds]
@@ -105,11 +110,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 confirm_seed = SEED_OFFSET + seed + number
                 for kind, ranks in (("uniform", space.uniform().ranks), ("schedule", chosen[seed])):
                     key = who.lora_key(ranks, confirm_seed, steps, "test")
-                    if who is old and store.get(key) is None:
+                    if who is old and who.store.get(key) is None:
                         raise SystemExit(f"no reference {kind} run (seed {confirm_seed}) in the store")
                     schedule = RankSchedule(space.sites, ranks, space.alpha)
                     value = who.metric(schedule, confirm_seed, steps, "test")
-                    text = (store.get(key) or {}).get("extra", {}).get("outcomes")
+                    text = (who.store.get(key) or {}).get("extra", {}).get("outcomes")
                     runs[kind][seed * 1000 + number] = (value, decode_outcomes(text) if text else None)
                     print(f"{name} {kind} seed {confirm_seed}: {value:.4f}", file=sys.stderr)
         figures[name] = {
@@ -117,11 +122,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "schedule": statistics.mean(v for v, _ in runs["schedule"].values()),
             "paired": pairs(runs["schedule"], runs["uniform"]),
             "runs": len(runs["uniform"]) + len(runs["schedule"]),
+            "values": {k: [v for _, (v, _) in sorted(r.items())] for k, r in runs.items()},
         }
     old_ci, new_ci = figures["reference"]["paired"]["ci"], figures["this base"]["paired"]["ci"]
     old_gain, new_gain = figures["reference"]["paired"]["gain"], figures["this base"]["paired"]["gain"]
     reproduced = old_ci[0] <= new_gain <= old_ci[1] and new_ci[0] <= old_gain <= new_ci[1]
+    identical = figures["this base"]["values"] == figures["reference"]["values"]
     return {"task": args.task, "strategy": args.strategy, "steps": steps, "search_seeds": seeds,
+            "bit_for_bit": identical if reference == base else None,
             "confirm_seeds": args.confirm_seeds, "bases": {"reference": reference, "this base": base},
             "data": task.data_sha256(), "figures": figures, "reproduced": reproduced,
             "wall_s": runner.seconds}  # fmt: skip
@@ -139,6 +147,8 @@ def render(result: dict[str, Any], command: str) -> str:
                      f"{100 * f['paired']['gain']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]",
                      f["paired"]["verdict"], str(f["runs"])])  # fmt: skip
     verdict = "reproduced" if result["reproduced"] else "NOT reproduced"
+    if result.get("bit_for_bit") is not None:  # the same base trained again
+        verdict += "; every run bit-for-bit equal" if result["bit_for_bit"] else "; runs differ"
     return wrap("\n".join([
         f"Command: `{command}` ({datetime.date.today().isoformat()}, {machine()}, 1 torch thread)", "",
         f"Task `{result['task']}`, the `{result['strategy']}` searches' proxy-best schedules (search seeds "
@@ -161,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--search-seeds", type=int, default=3, help="how many of the protocol's searches")
     parser.add_argument("--confirm-seeds", type=int, default=1, help="confirmation seeds per search seed")
     parser.add_argument("--reference-base", help="sha256 of the stored base (default: the store's other one)")
+    parser.add_argument(
+        "--fresh-store",
+        type=Path,
+        help="where this base's runs go (default: --store); a new "
+        "file re-trains runs the store already holds on this base (a bit-for-bit check)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw result here")
     parser.add_argument("--write", action="store_true", help="update this part's section of bench/RESULTS.md")
     args = parser.parse_args(argv)

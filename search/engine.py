@@ -246,3 +246,12 @@ class PerfModelProposer(Proposer):
         here, _ = fitted.predict_objective(schedules, context.fidelity.steps(rung))
         own = [fitted.data.sign * (float(t.objective) - base) for t in done]  # type: ignore[arg-type]
         return {t.config_number: float(p + (o - h)) for t, p, h, o in zip(done, top, here, own, strict=True)}
+
+
+class CascadeProposer(PerfModelProposer):
+    """``perfmodel`` in a multi-fidelity search that starts with the importance probe: the spec of a
+    ``cascade`` search gets rungs around ``proxy.steps`` (a third of it to three times it, eta 3) and
+    ``probe`` unless it sets them (``service.schemas.spec``); the proposals are perfmodel's, its
+    promotions ranked by the model's top-rung prediction (``search.rungs``)."""
+
+    name = "cascade"

@@ -79,9 +79,9 @@ def register(proposer: type[Proposer]) -> type[Proposer]:
 def _load_builtin() -> None:
     """``tpe`` and ``perfmodel`` live in ``search.engine`` (Optuna, LightGBM): loaded on first use."""
     if "perfmodel" not in PROPOSERS:
-        from ranktune.search.engine import PerfModelProposer, TpeProposer
+        from ranktune.search.engine import CascadeProposer, PerfModelProposer, TpeProposer
 
-        for proposer in (TpeProposer, PerfModelProposer):
+        for proposer in (TpeProposer, PerfModelProposer, CascadeProposer):
             PROPOSERS.setdefault(proposer.name, proposer)
 
 

@@ -143,6 +143,9 @@ class ConfirmSpec(StrictModel):
     seeds: int = Field(default=3, ge=1, le=100)
 
 
+CASCADE = "cascade"  # the strategy that brings its own fidelity and probe (search.engine.CascadeProposer)
+
+
 class FidelitySpec(StrictModel):
     """Successive halving over training lengths (ASHA): rungs at min_steps x eta^k up to max_steps."""
 
@@ -241,4 +244,10 @@ class SearchCreate(StrictModel):
                 "proxy.steps: a search with fidelity trains each rung's steps "
                 f"({self.fidelity.min_steps} to {self.fidelity.max_steps}); leave proxy.steps out"
             )
+        if self.strategy == CASCADE:  # rungs around the proxy's length, and the probe, unless given
+            if self.fidelity is None:
+                steps = self.proxy.steps
+                self.fidelity = FidelitySpec(min_steps=max(1, steps // 3), max_steps=3 * steps, eta=3)
+            if self.probe is None:
+                self.probe = ProbeSpec()
         return self

@@ -91,3 +91,16 @@ def test_bad_fidelities_are_422s_naming_the_field(
     named = {".".join(map(str, e["loc"][1:])) for e in response.json()["detail"]}  # by place or message
     assert field in named or any(f"{field}: " in e["msg"] for e in response.json()["detail"]), response.text
     assert api.get("/searches").json()["searches"] == []  # nothing half-written
+
+
+def test_cascade_brings_rungs_around_the_proxy_and_the_probe(api: Api) -> None:
+    search = api.submit(strategy="cascade", max_trials=16, parallelism=2, proxy={**PROXY, "steps": 30},
+                        performance_model={"min_trials": 6})  # fmt: skip
+    assert search["spec"]["fidelity"] == {"min_steps": 10, "max_steps": 90, "eta": 3}
+    jobs = drain(api)
+    assert [j["kind"] for j in jobs].count("probe") == 1
+    probe = next(j for j in jobs if j["kind"] == "probe")
+    assert probe["trial_number"] == 1 and probe["proxy"]["steps"] == 30  # the second rung's length
+    trials = api.trials(search["id"])
+    assert {t["steps"] for t in trials if t["kind"] == "proxy"} <= {10, 30, 90}
+    assert max(t["rung"] for t in trials) == 2 and api.search(search["id"])["state"] == "finished"
