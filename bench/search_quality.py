@@ -17,6 +17,20 @@ Finished fine-tunes go to ``--store FILE`` (JSONL): a rerun with the same file t
 missing. ``--jobs N`` trains in N processes (searches of different strategies and seeds, and the
 confirmation runs, side by side; each search stays sequential).
 
+Multi-fidelity (ASHA): ``--fidelity MIN:MAX:ETA`` (default none; e.g. ``67:600:3``, rungs of 67, 201
+and 600 steps) lets ``--strategies`` name ``random+asha``, ``tpe+asha`` and ``perfmodel+asha`` beside
+the others (without ``--fidelity`` a ``+asha`` label is an error). Such a search runs the base proposer
+with the context the service builds from a spec that has this ``fidelity`` and no ``proxy.steps``: new
+schedules start at the lowest rung and the best 1/eta go up a rung (``search.rungs``); a promotion
+re-trains its schedule with the same proxy seed for the next rung's steps. Each trial trains its own
+steps on val, and the search is compute-matched: it proposes until its trials' steps reach ``trials``
+x ``steps`` (what a plain search trains), so it overshoots by less than one top-rung run. Its proxy
+best is the best trial of the highest rung reached (the order ``search.confirm.plan`` confirms in), its
+compute counts every trial at its own length, and the report lists its trials per rung. The
+proxy-vs-full Spearman and the performance model's figures use only trials of ``steps`` steps. With
+``--jobs`` a ``+asha`` search is history-dependent whatever its proposer (promotions follow results):
+only its trial 0 is trained ahead.
+
 Each set of tasks has its own RESULTS.md section ("Search quality (tiny-vlm)"), so a run on one task
 leaves the other's figures as they are.
 
@@ -24,6 +38,8 @@ The issue's protocol (tiny-vlm about 5 h of 2 cores, MiniLM about 40 core-hours)
   .venv/bin/python bench/search_quality.py --jobs 2 --store F --write
 The quick preset:  .venv/bin/python bench/search_quality.py --quick --write
 Model speed:  .venv/bin/python bench/search_quality.py --model-speed --write
+ASHA beside the plain search (2,400 proxy steps each in the quick preset):
+  .venv/bin/python bench/search_quality.py --quick --strategies perfmodel,perfmodel+asha --fidelity 67:600:3
 """
 
 from __future__ import annotations
@@ -46,7 +62,21 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.search_quality_bench import TaskBench, proxy_best, trials_to_reach
-from bench.search_quality_common import FULL, QUICK, STRATEGIES, TASKS, Config, mean_std, objective
+from bench.search_quality_common import (
+    ASHA_STRATEGIES,
+    FULL,
+    QUICK,
+    STRATEGIES,
+    TASKS,
+    Config,
+    has_probe,
+    is_asha,
+    mean_std,
+    objective,
+    probe_length,
+    rungs,
+)
+from bench.search_quality_probe import probe_cost
 from bench.search_quality_runs import RunStore
 from ranktune.search.confirm import SEED_OFFSET, ConfirmResult, summarize
 from ranktune.search.paired import decode_outcomes, paired_gain
@@ -92,8 +122,11 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
             k: v for seed, b in best.items() for k, v in confirmed_runs(bench, b.schedule, seed).items()
         }
         paired = paired_gain(best_runs, uniform_runs)
-        proxy_s = sum(seconds_of(bench, t.schedule.ranks, t.proxy_seed, c.steps, "val")
+        proxy_s = sum(seconds_of(bench, t.schedule.ranks, t.proxy_seed, bench.trial_steps(t), "val")
                       for h in by_seed.values() for t in h)  # fmt: skip
+        probes = {seed: probe_cost(bench.runner, bench.space, seed, probe_length(c)) if has_probe(strategy)
+                  else (0.0, 0) for seed in by_seed}  # fmt: skip
+        proxy_s += sum(seconds for seconds, _ in probes.values())
         confirm_s = sum(seconds_of(bench, r.schedule.ranks, r.seed, c.confirm_steps, "test")
                         for seed in bench.seeds for r in plans[(strategy, seed)])  # fmt: skip
         per_search = (proxy_s + confirm_s) / len(bench.seeds)  # one search and its confirmation
@@ -109,9 +142,23 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
             "paired": paired.to_json() if paired else None,
             "compute": {"proxy_s": proxy_s, "confirm_s": confirm_s, "full_run_s": full_run_s,
                         "full_runs": per_search / full_run_s if full_run_s else None},
+            "proxy_steps": {seed: sum(bench.trial_steps(t) for t in h) + probes[seed][1]
+                            for seed, h in by_seed.items()},
+            "probe_steps": {seed: probes[seed][1] for seed in by_seed} if has_probe(strategy) else None,
+            "confirms": {seed: sorted({r.confirms for r in plans[(strategy, seed)]}) for seed in by_seed},
             "trials": {seed: [{"number": t.number, "ranks": t.schedule.ranks, "seed": t.proxy_seed,
-                               "objective": t.objective} for t in h] for seed, h in by_seed.items()},
+                               "objective": t.objective, "rung": t.rung, "config": t.config_number,
+                               "steps": bench.trial_steps(t)} for t in h] for seed, h in by_seed.items()},
         }  # fmt: skip
+        fidelity = rungs(c)
+        if is_asha(strategy) and fidelity is not None:
+            figures[strategy]["rungs"] = {
+                "steps": list(fidelity.rungs),
+                "eta": fidelity.eta,
+                "counts": {seed: [sum(t.rung == r for t in h) for r in range(len(fidelity.rungs))]
+                           for seed, h in by_seed.items()},
+                "best_rung": {seed: b.rung for seed, b in best.items()},
+            }  # fmt: skip
     return {"uniform_confirmed": mean_std(baseline), "strategies": figures}
 
 
@@ -129,7 +176,7 @@ def perfmodel_reach(bench: TaskBench) -> list[dict[str, Any]] | None:
 def proxy_vs_full(bench: TaskBench) -> dict[str, Any]:
     """Per distinct schedule run at full length: mean proxy objective (val) vs mean full-length (test)."""
     proxy: dict[RankSchedule, list[float]] = {}
-    for _, t in bench.proxy_trials():
+    for _, t in bench.proxy_trials(same_length=True):  # +asha trials of other lengths left out
         proxy.setdefault(t.schedule, []).append(objective(t))
     full: dict[RankSchedule, list[float]] = {}
     for (schedule, _, steps, split), value in bench.runner.cache.items():
@@ -197,6 +244,23 @@ def run(config: Config, progress: bool = True, store: Path | None = None, jobs: 
 # --- RESULTS.md ---------------------------------------------------------------------------------
 
 
+def parse_fidelity(text: str) -> tuple[int, int, int]:
+    """``--fidelity MIN:MAX:ETA`` as the service's spec checks it (``fidelity`` of ``SearchCreate``)."""
+    from pydantic import ValidationError
+
+    from ranktune.service.schemas.spec import FidelitySpec
+
+    try:
+        low, high, eta = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--fidelity: MIN:MAX:ETA, whole numbers (e.g. 67:600:3), got {text!r}") from None
+    try:
+        FidelitySpec(min_steps=low, max_steps=high, eta=eta)
+    except ValidationError as e:
+        raise SystemExit(f"--fidelity: {'; '.join(err['msg'] for err in e.errors())}") from None
+    return low, high, eta
+
+
 def config_from(args: argparse.Namespace) -> Config:
     preset = QUICK if args.quick else FULL
     values: dict[str, Any] = {}
@@ -204,10 +268,19 @@ def config_from(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name in ("tasks", "strategies"):
             given = tuple(given.split(","))
-            known = TASKS if f.name == "tasks" else STRATEGIES
+            known = TASKS if f.name == "tasks" else (*STRATEGIES, *ASHA_STRATEGIES)
             if any(g not in known for g in given):
                 raise SystemExit(f"--{f.name}: choose from {', '.join(known)}, got {','.join(given)}")
+        if given is not None and f.name == "fidelity":
+            given = parse_fidelity(given)
         values[f.name] = getattr(preset, f.name) if given is None else given
+    asha = [s for s in values["strategies"] if is_asha(s)]
+    if asha and values["fidelity"] is None:
+        raise SystemExit(f"--strategies: {', '.join(asha)} search(es) over rungs: give --fidelity "
+                         "MIN:MAX:ETA (e.g. 67:600:3)")  # fmt: skip
+    if values["fidelity"] is not None and not asha:
+        raise SystemExit("--fidelity: only +asha strategies use it; add one to --strategies "
+                         f"(e.g. {ASHA_STRATEGIES[0]})")  # fmt: skip
     return Config(**{**values, "adalora": preset.adalora and not args.no_adalora,
                       "eva": preset.eva and not args.no_eva})  # fmt: skip
 
@@ -216,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the ~40-minute preset (default: the issue's)")
     parser.add_argument("--tasks", help=f"comma-separated, of {','.join(TASKS)}")
-    parser.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)}")
+    parser.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)} and, with "
+                        f"--fidelity, {','.join(ASHA_STRATEGIES)}")  # fmt: skip
+    parser.add_argument("--fidelity", metavar="MIN:MAX:ETA", help="rungs of the +asha strategies' "
+                        "searches (e.g. 67:600:3: 67, 201 and 600 steps); default: none")  # fmt: skip
     for flag in ("trials", "seeds", "steps", "confirm-steps", "confirm-seeds", "top-k", "rank-schedules"):
         parser.add_argument(f"--{flag}", type=int)
     parser.add_argument("--lr", type=float)

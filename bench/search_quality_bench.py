@@ -8,13 +8,26 @@ import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.search_quality_common import BUDGET_RANK, GRID, TASKS, Config, make_space, objective
+from bench.search_quality_common import (
+    BUDGET_RANK,
+    GRID,
+    TASKS,
+    Config,
+    base_strategy,
+    has_probe,
+    is_asha,
+    make_space,
+    objective,
+    probe_length,
+    proxy_budget,
+    trial_steps,
+)
 from bench.search_quality_runs import RunStore, in_pool, run_key
 from ranktune.search.confirm import SEED_OFFSET, ConfirmRun, plan
 from ranktune.search.schedule import RankSchedule
@@ -88,34 +101,69 @@ class Runner:
 
 def make_context(model: str, task: str, strategy: str, seed: int, config: Config,
                  space: HierarchicalSpace) -> SearchContext:  # fmt: skip
-    """The proposer's context as the service builds it from a spec with default settings."""
+    """The proposer's context as the service builds it from a spec with default settings.
+
+    A ``+asha`` label's spec names its base strategy and has ``fidelity`` (``config.fidelity``) and no
+    ``proxy.steps``, as the service requires; its ``max_trials`` is the most trials its compute-matched
+    search can run (every one at the lowest rung), a cap the search never reaches before its steps."""
     from ranktune.service.schemas.spec import SearchCreate
     from ranktune.service.searching import search_context
 
-    spec = SearchCreate.model_validate({
-        "name": f"bench-{strategy}-{seed}", "model": model, "task": task, "strategy": strategy,
+    proxy: dict[str, Any] = {"lr": config.lr, "batch_size": config.batch_size, "seed": seed}
+    spec: dict[str, Any] = {
+        "name": f"bench-{strategy}-{seed}", "model": model, "task": task, "strategy": base_strategy(strategy),
         "budget": {"rank": BUDGET_RANK}, "space": {"grid": list(GRID)}, "max_trials": config.trials,
-        "proxy": {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size, "seed": seed},
-    })  # fmt: skip
-    return search_context(spec, space)
+        "proxy": {"steps": config.steps, **proxy},
+    }  # fmt: skip
+    if is_asha(strategy):
+        if config.fidelity is None:
+            raise ValueError(f"strategy {strategy!r}: a multi-fidelity search needs Config.fidelity")
+        low, high, eta = config.fidelity
+        spec["fidelity"] = {"min_steps": low, "max_steps": high, "eta": eta}
+        spec["proxy"] = proxy
+        spec["max_trials"] = min(10_000, math.ceil(proxy_budget(config) / low))
+    if has_probe(strategy):
+        spec["probe"] = {}
+    return search_context(SearchCreate.model_validate(spec), space)
 
 
 def run_search(runner: Runner, context: SearchContext, strategy: str, bar: Any) -> list[TrialRecord]:
     """Trials one at a time; each proposer sees the succeeded trials before it (a fresh proposer per
-    proposal, as the service builds one per call)."""
+    proposal, as the service builds one per call).
+
+    With rungs (a ``+asha`` label) each trial trains its proposal's steps and carries its rung, and the
+    search is compute-matched: it proposes until its trials' steps reach ``proxy_budget`` (the bar counts
+    steps), instead of ``max_trials`` trials."""
     history: list[TrialRecord] = []
-    for number in range(context.max_trials):
-        p = propose_next(get_proposer(strategy), context, number, tuple(history))
-        value = runner.metric(p.schedule, p.proxy_seed, runner.config.steps, "val")
+    proposer, budget = base_strategy(strategy), proxy_budget(runner.config)
+    multi = context.fidelity is not None
+    spent = 0
+    if has_probe(strategy):  # the service leases it after uniform; its finding steers from then on
+        from bench.search_quality_probe import probe_importance
+
+        steps = probe_length(runner.config)
+        context = replace(context, importance=probe_importance(runner, context.space, context.seed, steps))
+        spent += steps
+        bar.update(steps if multi else 0)
+    while len(history) < context.max_trials and (spent < budget or not multi):
+        number = len(history)
+        p = propose_next(get_proposer(proposer), context, number, tuple(history))
+        steps = p.steps or runner.config.steps
+        value = runner.metric(p.schedule, p.proxy_seed, steps, "val")
         history.append(TrialRecord(number, "succeeded", p.schedule, p.proxy_seed, value,
-                                   {context.metric: value}, p.vector))  # fmt: skip
-        bar.set_postfix(trial=number, val=f"{value:.3f}", best=f"{objective(proxy_best(history)):.3f}")
-        bar.update(1)
+                                   {context.metric: value}, p.vector, rung=p.rung, config=p.config,
+                                   steps=p.steps))  # fmt: skip
+        spent += steps
+        best = f"{objective(proxy_best(history)):.3f}"
+        bar.set_postfix(trial=number, val=f"{value:.3f}", best=best, **({"rung": p.rung} if multi else {}))
+        bar.update(steps if multi else 1)
     return history
 
 
 def proxy_best(history: Sequence[TrialRecord]) -> TrialRecord:
-    return max(history, key=lambda t: (objective(t), -t.number))
+    """The best trial of the highest rung reached (every trial's rung is 0 without rungs), as
+    ``search.confirm.plan`` ranks them."""
+    return max(history, key=lambda t: (t.rung, objective(t), -t.number))
 
 
 def trials_to_reach(history: Sequence[TrialRecord], target: float) -> int | None:
@@ -162,13 +210,16 @@ class TaskBench:
         self.uniform = self.space.uniform()
         self.seeds = list(range(self.config.seeds))
 
-    def bar(self, desc: str, total: int) -> Any:
+    def bar(self, desc: str, total: int, unit: str = "it") -> Any:
         from tqdm import tqdm
 
         self.runner.bar = tqdm(
-            total=total, desc=f"{self.name} {desc}", file=sys.stderr, disable=not self.progress
+            total=total, desc=f"{self.name} {desc}", unit=unit, file=sys.stderr, disable=not self.progress
         )
         return self.runner.bar
+
+    def trial_steps(self, trial: TrialRecord) -> int:
+        return trial_steps(trial, self.config)
 
     def search(self) -> None:
         """Every (strategy, search seed) search; with ``jobs`` > 1 several at once, tpe before perfmodel
@@ -176,11 +227,12 @@ class TaskBench:
         pairs = list(itertools.product(self.config.strategies, self.seeds))
         if self.jobs > 1:
             # Known before any training: trial 0 of every search (the uniform schedule with the search's
-            # seed) and every trial of a strategy that ignores history (uniform, random). Each distinct
-            # run is its own job, so no two processes train the same run and none waits on a search.
-            steps, known = self.config.steps, self.history_free_runs(pairs)
-            in_pool(self, "known trials", [(train_job, (ranks, seed, steps, "val")) for ranks, seed in known])
-            order = sorted(pairs, key=lambda p: (p[0] == "perfmodel", p[1]))
+            # seed, at its first rung's steps in a +asha search) and every trial of a strategy that
+            # ignores history (uniform, random). Each distinct run is its own job, so no two processes
+            # train the same run and none waits on a search.
+            known = self.known_runs(pairs)
+            in_pool(self, "known trials", [(train_job, (*run, "val")) for run in known])
+            order = sorted(pairs, key=lambda p: (base_strategy(p[0]) == "perfmodel", p[1]))
             found = in_pool(self, "searches", [(search_job, (s, seed)) for s, seed in order])
             done = dict(zip(order, found, strict=True))
         else:
@@ -188,28 +240,40 @@ class TaskBench:
         for (strategy, seed), history in ((p, done[p]) for p in pairs):
             self.histories.setdefault(strategy, {})[seed] = history
             for t in history:  # recalled from the store: the runner counts what the figures rest on
-                self.runner.metric(t.schedule, t.proxy_seed, self.config.steps, "val")
+                self.runner.metric(t.schedule, t.proxy_seed, self.trial_steps(t), "val")
+
+    def known_runs(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[tuple[int, ...], int, int]]:
+        """(ranks, proxy seed, steps) of every proposal that needs no finished trial, each once, in order.
+
+        A ``+asha`` search is history-dependent whatever its proposer (its promotions follow results):
+        only its trial 0, at the first rung's steps, is known."""
+        runs: dict[tuple[tuple[int, ...], int, int], None] = {}
+        for strategy, seed in pairs:
+            proposer = get_proposer(base_strategy(strategy))
+            context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
+            free = not proposer.uses_history and context.fidelity is None
+            for number in range(context.max_trials if free else 1):
+                p = propose_next(proposer, context, number, ())
+                runs[(p.schedule.ranks, p.proxy_seed, p.steps or self.config.steps)] = None
+        return list(runs)
 
     def history_free_runs(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[tuple[int, ...], int]]:
-        """(ranks, proxy seed) of every proposal that needs no finished trial, each once, in order."""
-        runs: dict[tuple[tuple[int, ...], int], None] = {}
-        for strategy, seed in pairs:
-            proposer = get_proposer(strategy)
-            context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
-            for number in range(context.max_trials if not proposer.uses_history else 1):
-                p = propose_next(proposer, context, number, ())
-                runs[(p.schedule.ranks, p.proxy_seed)] = None
-        return list(runs)
+        """(ranks, proxy seed) of the ``known_runs`` that train ``config.steps``."""
+        return [(ranks, seed) for ranks, seed, steps in self.known_runs(pairs) if steps == self.config.steps]
 
     def run_one_search(self, strategy: str, seed: int) -> list[TrialRecord]:
         context = make_context(self.model, self.task, strategy, seed, self.config, self.space)
-        with self.bar(f"{strategy} seed {seed}", self.config.trials) as bar:
+        multi = context.fidelity is not None  # compute-matched: the bar counts proxy steps
+        total, unit = (proxy_budget(self.config), "step") if multi else (self.config.trials, "trial")
+        with self.bar(f"{strategy} seed {seed}", total, unit) as bar:
             return run_search(self.runner, context, strategy, bar)
 
-    def proxy_trials(self) -> list[tuple[int, TrialRecord]]:
-        """(search seed, trial) of every strategy but ``uniform``, which only re-runs one schedule."""
+    def proxy_trials(self, same_length: bool = False) -> list[tuple[int, TrialRecord]]:
+        """(search seed, trial) of every strategy but ``uniform``, which only re-runs one schedule;
+        ``same_length``: only those trained ``config.steps`` (a +asha search's other rungs left out)."""
         return [(seed, t) for s, by_seed in self.histories.items() if s != "uniform"
-                for seed, h in by_seed.items() for t in h]  # fmt: skip
+                for seed, h in by_seed.items() for t in h
+                if not same_length or self.trial_steps(t) == self.config.steps]  # fmt: skip
 
     def plans(self) -> dict[tuple[str, int], list[ConfirmRun]]:
         c = self.config
@@ -218,15 +282,17 @@ class TaskBench:
 
     def confirm(self) -> None:
         """Every search's confirmation plan, plus ``rank_schedules`` more proxy-tried schedules spread
-        over the proxy range (1 seed each) for the proxy-vs-full correlation."""
+        over the proxy range (1 seed each; trials of ``config.steps`` only) for the proxy-vs-full
+        correlation."""
         runs = {(r.schedule, r.seed) for p in self.plans().values() for r in p}
         runs |= {
             (self.uniform, SEED_OFFSET + s + c) for s in self.seeds for c in range(self.config.confirm_seeds)
         }
         chosen = {schedule for schedule, _ in runs}
-        tried = {t.schedule: objective(t) for _, t in self.proxy_trials() if t.schedule not in chosen}
+        proxies = self.proxy_trials(same_length=True)  # the correlation's proxy objectives: one length
+        tried = {t.schedule: objective(t) for _, t in proxies if t.schedule not in chosen}
         self.extra = spread_pick(tried, self.config.rank_schedules)
-        seed_of = {t.schedule: seed for seed, t in reversed(self.proxy_trials())}
+        seed_of = {t.schedule: seed for seed, t in reversed(proxies)}
         runs |= {(s, SEED_OFFSET + seed_of[s]) for s in self.extra}
         steps = self.config.confirm_steps
         missing = [(s, seed) for s, seed in sorted(runs, key=lambda r: (r[1], r[0].ranks))

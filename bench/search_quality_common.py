@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ranktune.search.fidelity import Fidelity
 from ranktune.search.grid import RankGrid
 from ranktune.search.space import HierarchicalSpace
 from ranktune.search.strategies import TrialRecord
@@ -18,6 +19,10 @@ TASKS = {"tiny-vlm": ("builtin:tiny-vlm", "builtin:digits-vqa"),
          "minilm": ("builtin:minilm", "builtin:minilm-stdlib"),
          "tweets": ("builtin:minilm", "builtin:minilm-tweets")}  # fmt: skip
 STRATEGIES = ("uniform", "random", "tpe", "perfmodel")
+ASHA = "+asha"  # a label's suffix: its base strategy in a multi-fidelity search (needs Config.fidelity)
+PROBE = "+probe"  # a label's suffix: the search starts with the importance probe (search.probe)
+CASCADE = "cascade"  # the service's strategy: perfmodel over rungs after the probe (needs Config.fidelity)
+ASHA_STRATEGIES = (*(s + ASHA for s in STRATEGIES if s != "uniform"), "perfmodel" + ASHA + PROBE, CASCADE)
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
 ADALORA_INIT_R = 12
@@ -41,11 +46,47 @@ class Config:
     lr: float = 1e-3
     batch_size: int = 32
     device: str = "cpu"
+    fidelity: tuple[int, int, int] | None = None  # (min steps, max steps, eta) of the +asha strategies
 
 
 FULL = Config()  # the issue's protocol
 QUICK = Config(tasks=("tiny-vlm",), trials=12, seeds=1, confirm_steps=600, confirm_seeds=2, top_k=1,
                rank_schedules=4)  # fmt: skip
+
+
+def is_asha(strategy: str) -> bool:
+    return ASHA in strategy or strategy == CASCADE
+
+
+def has_probe(strategy: str) -> bool:
+    return strategy.endswith(PROBE) or strategy == CASCADE
+
+
+def base_strategy(strategy: str) -> str:
+    """The proposer a label runs: ``perfmodel+asha`` runs ``perfmodel`` with the config's rungs,
+    ``perfmodel+asha+probe`` the same after the probe; ``cascade`` is the service's own name for it."""
+    return strategy.removesuffix(PROBE).removesuffix(ASHA)
+
+
+def rungs(config: Config) -> Fidelity | None:
+    return Fidelity(*config.fidelity) if config.fidelity else None
+
+
+def probe_length(config: Config) -> int:
+    """The probe's steps as the service's ``ProbeSpec`` picks them: the second rung's, else the proxy's."""
+    fidelity = rungs(config)
+    return config.steps if fidelity is None else fidelity.steps(min(1, fidelity.top))
+
+
+def proxy_budget(config: Config) -> int:
+    """The proxy training steps of one search: a plain one's trials x steps, which a +asha search
+    spends at least (it proposes until its trials' steps reach it: compute-matched)."""
+    return config.trials * config.steps
+
+
+def trial_steps(trial: TrialRecord, config: Config) -> int:
+    """The steps a proxy trial trained: its rung's in a +asha search, else ``config.steps``."""
+    return trial.steps or config.steps
 
 
 def objective(trial: TrialRecord) -> float:

@@ -40,16 +40,18 @@ def model_curve(pool: Sequence[tuple[RankSchedule, float]], featurizer: Featuriz
 
 
 def model_figures(bench: TaskBench) -> dict[str, Any]:
-    """All distinct proxy trials of the task in arrival order (trial number, then search seed), with
-    targets as the engine fits them: gains over the search's own trial 0."""
-    trial0 = {
-        seed: bench.runner.metric(bench.uniform, seed, bench.config.steps, "val") for seed in bench.seeds
-    }
+    """All distinct proxy trials of ``config.steps`` steps of the task (a +asha search's trials at other
+    lengths left out) in arrival order (trial number, then search seed), with targets as the engine fits
+    them: gains over the search's own trial 0 (the uniform schedule at the same length and seed)."""
+    steps = bench.config.steps
+    trial0: dict[int, float] = {}
     seen: set[tuple[RankSchedule, int]] = set()
     pool: list[tuple[RankSchedule, float]] = []
-    for seed, t in sorted(bench.proxy_trials(), key=lambda st: (st[1].number, st[0])):
+    for seed, t in sorted(bench.proxy_trials(same_length=True), key=lambda st: (st[1].number, st[0])):
         if (t.schedule, t.proxy_seed) not in seen:
             seen.add((t.schedule, t.proxy_seed))
+            if seed not in trial0:  # a plain search's trial 0: recalled, trained only for +asha alone
+                trial0[seed] = bench.runner.metric(bench.uniform, seed, steps, "val")
             pool.append((t.schedule, objective(t) - trial0[seed]))
     featurizer = Featurizer(bench.space.sites, bench.space.budget.params, bench.space.budget.uniform_rank)
     return {"model_pool": len(pool), "model_curve": model_curve(pool, featurizer)}

@@ -41,6 +41,27 @@ def full_runs(figures: dict[str, Any]) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def asha_notes(r: dict[str, Any], c: Config) -> list[str]:
+    """Bullets on the ``+asha`` rows: what their figures mean, and each search's trials per rung."""
+    rows = {s: f for s, f in r["strategies"].items() if f.get("rungs")}
+    if not rows:
+        return []
+    first = next(iter(rows.values()))["rungs"]
+    out = [f"- `+asha` rows: the base strategy with multi-fidelity search (ASHA, eta {first['eta']}), "
+           f"compute-matched: each search proposes until its trials' steps reach {c.trials} × {c.steps} = "
+           f"{c.trials * c.steps:,}, a plain search's proxy steps. Its proxy best is the best trial of the "
+           "highest rung reached (val, at that rung's steps), as the confirmation ranks them; its compute "
+           "counts every trial at its own length."]  # fmt: skip
+    for strategy, f in rows.items():
+        g, spent = f["rungs"], f["proxy_steps"]
+        best = {seed: g["steps"][rung] for seed, rung in g["best_rung"].items()}
+        searches = [f"{'/'.join(str(n) for n in counts)} (seed {seed}: {spent[seed]:,} steps, best at "
+                    f"{best[seed]})" for seed, counts in g["counts"].items()]  # fmt: skip
+        out.append(f"- `{strategy}` trials per rung, rungs {'/'.join(str(n) for n in g['steps'])}: "
+                   + "; ".join(searches) + ".")  # fmt: skip
+    return out
+
+
 def render_task(name: str, r: dict[str, Any], c: Config) -> str:
     rows = [[s, pct(f["proxy_best"]), pct(f["confirmed"]), f"{f['gain_points']:+.1f}", paired_ci(f),
              pct(f["service_result"]), full_runs(f)] for s, f in r["strategies"].items()]  # fmt: skip
@@ -70,6 +91,9 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
            + (f"the same schedule's proxy objective over the proxy seeds of strategy `uniform` (seed "
               f"noise): {pct(noise)}." if noise
               else "no seed-noise figure (strategy `uniform` not run).")]  # fmt: skip
+    asha = asha_notes(r, c)
+    out += asha
+    length = f"{c.steps}-step " if asha else ""  # +asha trials at other lengths are left out
     if a:
         out.append(
             f"- AdaLoRA kept {a['final_rank_sum']} singular values in all (target {BUDGET_RANK} × "
@@ -88,7 +112,8 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
         out.append(f"- Trials perfmodel needed to reach tpe's best-of-{c.trials} proxy objective: {reach}.")
     curve = [[str(x["n"]), str(x["held_out"]), rho(x["spearman_first_n"]), rho(x["spearman_random_n"])]
              for x in r["model_curve"]]  # fmt: skip
-    out += ["", f"Performance model on the {r['model_pool']} distinct proxy trials of the non-uniform "
+    pool = f"{r['model_pool']} distinct {length}proxy trials"
+    out += ["", f"Performance model on the {pool} of the non-uniform "
             "strategies (targets: gain over the search's trial 0), scored on the trials it was not "
             "fitted on:", "",
             table(["fitted on n", "held out", "Spearman, first n trials",
@@ -98,13 +123,16 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
     interval = f" (95% bootstrap CI {rho(ci[0])} to {rho(ci[1])})" if ci else ""
     out.append(f"\nProxy ({c.steps} steps, val) vs full length ({c.confirm_steps} steps, test): Spearman "
                f"{rho(p['spearman'])}{interval} over {p['schedules']} schedules, {p['extra_schedules']} of "
-               "them run at full length only for this figure (1 seed).")  # fmt: skip
+               "them run at full length only for this figure (1 seed)"
+               + ("; `+asha` trials at other lengths left out." if asha else "."))  # fmt: skip
     return "\n".join(out)
 
 
 def protocol_differences(c: Config) -> list[str]:
     def shown(value: Any) -> str:
-        return ",".join(value) if isinstance(value, tuple) else str(value)
+        if isinstance(value, tuple):  # tasks, strategies; fidelity as its flag writes it (MIN:MAX:ETA)
+            return ",".join(value) if all(isinstance(v, str) for v in value) else ":".join(map(str, value))
+        return "none" if value is None else str(value)
 
     return [f"{f.name.replace('_', '-')} {shown(getattr(c, f.name))} (issue: {shown(getattr(FULL, f.name))})"
             for f in fields(Config) if getattr(c, f.name) != getattr(FULL, f.name)]  # fmt: skip

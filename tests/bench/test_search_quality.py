@@ -7,11 +7,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import search_quality as bench
 from bench import search_quality_common as common
 from bench import search_quality_report as report
+from bench.search_quality_bench import make_context, proxy_best, run_search
+from ranktune.search.schedule import RankSchedule
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +111,174 @@ def test_presets_and_flags() -> None:
     assert report.protocol_differences(bench.FULL) == []
     with pytest.raises(SystemExit, match="--tasks"):
         bench.config_from(argparse.Namespace(quick=False, tasks="nope", no_adalora=False, no_eva=False))
+
+
+# ASHA beside random, compute-matched: 4 trials of 12 steps (48 proxy steps) against rungs of 4, 8 and 16
+# steps (eta 2). A plain search's runs are not of any rung's length, so the figures that need one proxy
+# length (performance model, proxy vs full) show random's trials only. About 17 fine-tunes of <= 16 steps.
+ASHA_FLAGS = ["--tasks", "tiny-vlm", "--strategies", "random,random+asha", "--fidelity", "4:16:2",
+              "--trials", "4", "--seeds", "1", "--steps", "12", "--confirm-steps", "4",
+              "--confirm-seeds", "1", "--top-k", "1", "--rank-schedules", "1", "--no-adalora",
+              "--no-eva"]  # fmt: skip
+
+
+def test_an_asha_search_runs_compute_matched_beside_random(
+    tmp_path: Path, one_torch_thread: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, out = tmp_path / "runs.jsonl", tmp_path / "results.json"
+    bench.main([*ASHA_FLAGS, "--store", str(store), "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert results["config"]["fidelity"] == [4, 16, 2]
+    task = results["tasks"]["tiny-vlm"]
+    assert list(task["strategies"]) == ["random", "random+asha"]
+    plain, asha = task["strategies"]["random"], task["strategies"]["random+asha"]
+    (plain_trials,) = plain["trials"].values()
+    (trials,) = asha["trials"].values()
+    assert [t["steps"] for t in plain_trials] == [12] * 4 and plain["proxy_steps"] == {"0": 48}
+    assert "rungs" not in plain
+
+    # Every trial trains its rung's steps; trial 0 is uniform at the lowest rung, with the search's seed.
+    rungs = [4, 8, 16]
+    assert asha["rungs"]["steps"] == rungs and asha["rungs"]["eta"] == 2
+    assert all(t["steps"] == rungs[t["rung"]] for t in trials)
+    assert (trials[0]["ranks"], trials[0]["seed"], trials[0]["rung"]) == (plain_trials[0]["ranks"], 0, 0)
+    # A promotion re-trains an earlier schedule with its proxy seed, one rung above its last trial.
+    by_number = {t["number"]: t for t in trials}
+    promoted = [t for t in trials if t["rung"] > 0]
+    assert promoted and all(t["config"] < t["number"] for t in promoted)
+    for t in promoted:
+        start = by_number[t["config"]]
+        assert start["rung"] == 0 and (start["ranks"], start["seed"]) == (t["ranks"], t["seed"])
+        assert any(b["config"] == t["config"] and b["rung"] == t["rung"] - 1 for b in trials[: t["number"]])
+    assert all(t["config"] == t["number"] for t in trials if t["rung"] == 0)
+    # Compute-matched: it stops at the first trial that brings its steps to the plain search's 48.
+    spent = [t["steps"] for t in trials]
+    assert 48 <= sum(spent) < 48 + rungs[-1] and sum(spent[:-1]) < 48
+    assert asha["proxy_steps"] == {"0": sum(spent)}
+    counts = [sum(t["rung"] == r for t in trials) for r in range(3)]
+    assert asha["rungs"]["counts"] == {"0": counts} and counts[2] >= 1  # 48 steps reach the top rung
+    # Proxy best and confirmation come from the highest rung (as search.confirm.plan ranks).
+    top = [t for t in trials if t["rung"] == 2]
+    assert asha["rungs"]["best_rung"] == {"0": 2}
+    assert asha["proxy_best"]["mean"] == max(t["objective"] for t in top)
+    uniform, confirmed = asha["confirms"]["0"]
+    assert uniform == 0 and by_number[confirmed]["rung"] == 2
+    assert by_number[confirmed]["ranks"] != trials[0]["ranks"]  # not the uniform baseline's promotion
+
+    # Each trial is its own fine-tune of its own length in the store, and compute counts it at that length.
+    stored = {}
+    for line in store.read_text().splitlines():
+        record = json.loads(line)
+        key = json.loads(record["key"])
+        stored[(tuple(key["ranks"]), key["seed"], key["steps"], key["split"])] = record["wall_s"]
+    runs = [(tuple(t["ranks"]), t["seed"], t["steps"], "val") for t in trials]
+    assert all(run in stored for run in runs)
+    assert asha["compute"]["proxy_s"] == pytest.approx(sum(stored[run] for run in runs))
+    assert {s for (_, _, s, split) in stored if split == "val"} <= {4, 8, 12, 16}
+    # One proxy length only: random's 4 distinct trials of 12 steps; the 4/8/16-step ones are left out.
+    assert task["model_pool"] == len({tuple(t["ranks"]) for t in plain_trials}) == 4
+    assert task["proxy_vs_full"]["schedules"] <= 4
+
+    text = " ".join(capsys.readouterr().out.split())  # the report main printed, unwrapped
+    assert "| random |" in text and "| random+asha |" in text
+    assert f"`random+asha` trials per rung, rungs 4/8/16: {'/'.join(map(str, counts))} (seed 0: " in text
+    assert "distinct 12-step proxy trials" in text and "`+asha` trials at other lengths left out" in text
+    assert "fidelity 4:16:2 (issue: none)" in text
+
+
+def test_asha_labels_need_a_fidelity(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match=r"random\+asha .*give --fidelity MIN:MAX:ETA"):
+        bench.main(["--quick", "--strategies", "random,random+asha"])
+    flags = {"quick": True, "no_adalora": False, "no_eva": False}
+    with pytest.raises(SystemExit, match="--fidelity: only \\+asha strategies"):
+        bench.config_from(argparse.Namespace(**flags, strategies="random", fidelity="4:16:2"))
+    with pytest.raises(SystemExit, match="--fidelity: MIN:MAX:ETA"):
+        bench.config_from(argparse.Namespace(**flags, strategies="tpe+asha", fidelity="4:16"))
+    with pytest.raises(SystemExit, match="max_steps: must be at least min_steps"):
+        bench.config_from(argparse.Namespace(**flags, strategies="tpe+asha", fidelity="16:4:2"))
+    with pytest.raises(SystemExit, match="--strategies: choose from"):
+        bench.config_from(argparse.Namespace(**flags, strategies="uniform+asha", fidelity="4:16:2"))
+    config = bench.config_from(argparse.Namespace(**flags, strategies="tpe,tpe+asha", fidelity="67:600:3"))
+    assert config.fidelity == (67, 600, 3) and config.strategies == ("tpe", "tpe+asha")
+
+
+class SyntheticRunner:
+    """A stand-in for the bench's ``Runner``: a made-up objective of the ranks and the length, no training."""
+
+    def __init__(self, config: common.Config, sites: int) -> None:
+        self.config, self.calls = config, []
+        self.weights = np.linspace(-1.0, 1.0, sites)
+
+    def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str) -> float:
+        self.calls.append((schedule.ranks, seed, steps, split))
+        return float(0.5 + 1e-3 * self.weights @ np.asarray(schedule.ranks) + 0.01 * math.log(steps))
+
+
+class NoBar:
+    def set_postfix(self, **_: object) -> None: ...
+
+    def update(self, _: int) -> None: ...
+
+
+def test_perfmodel_asha_runs_its_base_proposer_over_rungs() -> None:
+    """perfmodel+asha through the bench's search loop on a synthetic objective: the spec's context
+    (fidelity, no proxy.steps), its rungs, promotions once the model has taken over, and its budget."""
+    config = common.Config(tasks=("tiny-vlm",), strategies=("perfmodel+asha",), trials=12, steps=12,
+                           fidelity=(4, 36, 3))  # fmt: skip
+    space = common.make_space(*common.TASKS["tiny-vlm"])
+    context = make_context(*common.TASKS["tiny-vlm"], "perfmodel+asha", 0, config, space)
+    assert context.fidelity is not None and context.fidelity.rungs == (4, 12, 36)
+    assert context.max_trials == 36  # 144 steps of 4: a cap the search cannot reach
+    runner = SyntheticRunner(config, len(space.sites))
+    history = run_search(runner, context, "perfmodel+asha", NoBar())  # type: ignore[arg-type]
+    lengths = [(4, 12, 36)[t.rung] for t in history]
+    assert [c[2] for c in runner.calls] == [t.steps for t in history] == lengths
+    steps = sum(t.steps or 0 for t in history)
+    assert 144 <= steps < 144 + 36 and {t.rung for t in history} == {0, 1, 2}
+    late = [t for t in history if t.rung > 0 and t.number > 10]  # once the model fits (8 trials)
+    assert late and all(history[t.config_number].schedule == t.schedule for t in late)
+    assert proxy_best(history).rung == 2
+    with pytest.raises(ValueError, match=r"needs Config\.fidelity"):
+        make_context(*common.TASKS["tiny-vlm"], "perfmodel+asha", 0, common.Config(), space)
+
+
+def test_only_trial_0_of_an_asha_search_is_known_before_training() -> None:
+    """--jobs: a +asha search is history-dependent even with a history-free proposer (random): its
+    promotions follow results, so only its trial 0 (uniform, at the lowest rung) trains ahead."""
+    from bench.search_quality_bench import TaskBench
+
+    config = common.Config(tasks=("tiny-vlm",), strategies=("random", "random+asha"), trials=3,
+                           fidelity=(67, 600, 3))  # fmt: skip
+    tasks = TaskBench("tiny-vlm", config, progress=False)
+    uniform = tasks.uniform.ranks
+    runs = tasks.known_runs([("random+asha", 0), ("random", 0)])
+    assert runs[0] == (uniform, 0, 67) and runs[1] == (uniform, 0, 200)
+    assert len(runs) == 4 and all(steps == 200 and ranks != uniform for ranks, _, steps in runs[2:])
+    assert tasks.history_free_runs([("random+asha", 0), ("random", 0)]) == [(r, s) for r, s, _ in runs[1:]]
+
+
+def test_cascade_starts_with_the_probe_and_its_allocation(tmp_path: Path, one_torch_thread: None) -> None:
+    """cascade (perfmodel+asha+probe): the probe trains once, over-ranked, at the second rung's length;
+    its allocation is the first schedule after uniform; the probe's steps count in the search's budget."""
+    from bench.search_quality_bench import TaskBench
+    from bench.search_quality_probe import probe_cost
+    from bench.search_quality_runs import RunStore
+    from ranktune.search import probe
+
+    config = common.Config(tasks=("tiny-vlm",), strategies=("cascade",), trials=4, steps=12,
+                           fidelity=(4, 16, 2))  # fmt: skip
+    tasks = TaskBench("tiny-vlm", config, progress=False, store=RunStore(tmp_path / "runs.jsonl"))
+    history = tasks.run_one_search("cascade", 0)
+    seconds, steps = probe_cost(tasks.runner, tasks.space, 0, common.probe_length(config))
+    assert steps == 8 and seconds > 0  # the second rung (4, 8, 16)
+    probe_runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    (record,) = [r for r in probe_runs if json.loads(r["key"])["method"] == "probe"]
+    stats = record["extra"]["site_stats"]
+    assert set(stats) == {s.name for s in tasks.space.sites} and all(v["rank"] == 16 for v in stats.values())
+    allocated = probe.allocate(tasks.space, probe.site_importance(probe.probe_schedule(tasks.space), stats))
+    assert history[0].schedule == tasks.uniform and history[1].schedule == allocated
+    spent = steps + sum(t.steps or 0 for t in history)
+    assert 48 <= spent < 48 + 16 and sum(t.steps or 0 for t in history[:-1]) + steps < 48
+    again = tasks.run_one_search("cascade", 0)  # a rerun recalls the probe and every trial
+    assert [t.schedule for t in again] == [t.schedule for t in history]
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == len(probe_runs)
