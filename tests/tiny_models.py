@@ -249,8 +249,8 @@ def save_idefics3(path: Path) -> Path:
 
 
 def save_smolvlm(path: Path) -> Path:
-    """SmolVLM as a snapshot holds it; its processor class needs the package num2words (and, for its
-    video processor, torchvision), so the files are written piece by piece."""
+    """SmolVLM as a snapshot holds it: its processor class cannot be built here (its video processor
+    needs torchvision), so the files are written piece by piece; ranktune loads it without video."""
     import json
 
     tokenizer, vision, text = _idefics3_parts()
@@ -338,6 +338,7 @@ VLM_DIRS: dict[str, Callable[[Path], Path]] = {
     "llava": save_llava,
     "llava_next": save_llava_next,
     "idefics3": save_idefics3,
+    "smolvlm": save_smolvlm,
     "qwen2_vl": save_qwen2_vl,
     "qwen2_5_vl": lambda path: save_qwen2_vl(path, "2.5"),
     "paligemma": save_paligemma,

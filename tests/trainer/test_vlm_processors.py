@@ -7,7 +7,6 @@ differ inside a batch: Qwen2-VL's flat patches per image, LLaVA-NeXT's tiles, Id
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ from ranktune.trainer.errors import TaskError
 from ranktune.trainer.sites import discover_sites
 from ranktune.trainer.tasks.jsonl_vqa import JsonlProcessorVQATask
 from ranktune.trainer.tasks.registry import load_task
-from tests.tiny_models import VLM_DIRS, WIDE_IMAGES, save_smolvlm, write_vqa_data
+from tests.tiny_models import VLM_DIRS, WIDE_IMAGES, save_llava, write_vqa_data
 
 FAMILIES = sorted(VLM_DIRS)
 WIDE = WIDE_IMAGES  # of the 4 val examples, those 56 px wide (28 px tall); the others are 28 x 28
@@ -35,6 +34,7 @@ def image_tokens(family: str, wide: bool) -> int:
         "llava": 16,  # (28 / 7)^2, CLS dropped
         "llava_next": 52 if wide else 36,  # 16 base + 4x8 (4x4) tile patches + one newline per patch row
         "idefics3": 4 * (2 + 1 if wide else 4 + 1),  # crops (1x2 or 2x2) and the global view, 4 tokens each
+        "smolvlm": 4 * (2 + 1 if wide else 4 + 1),  # Idefics3's image splitting
         "qwen2_vl": 8 if wide else 4,  # 4x8 (4x4) patches of 7 px, merged 2x2
         "qwen2_5_vl": 8 if wide else 4,
         "paligemma": 16,
@@ -88,7 +88,7 @@ def test_images_tokens_and_answer_only_labels(family: tuple[str, Path], task: Js
     if name.startswith("qwen"):
         assert batch["image_grid_thw"].tolist() == [[1, 4, 8] if i in WIDE else [1, 4, 4] for i in range(4)]
         assert pixels.shape == (16 + 32 + 16 + 32, 3 * 2 * 7 * 7)
-    elif name == "idefics3":
+    elif name in ("idefics3", "smolvlm"):
         assert pixels.shape == (4, 5, 3, 28, 28)
         crops = batch["pixel_attention_mask"].flatten(2).any(dim=2).sum(dim=1).tolist()
         assert crops == [3 if i in WIDE else 5 for i in range(4)]
@@ -186,21 +186,27 @@ def test_plan_train_and_reload_with_peft(
 # ---- processors that fail ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("num2words") is not None, reason="SmolVLM's processor would load"
-)
+def broken_processor(path: Path) -> Path:
+    """A LLaVA directory whose tokenizer file is not JSON: its processor cannot load."""
+    model = save_llava(path)
+    (model / "tokenizer.json").write_text("{ not json")
+    return model
+
+
 def test_a_processor_that_cannot_load_is_one_line_naming_the_model(data: Path, tmp_path: Path) -> None:
     from ranktune.service.cli import app
 
-    model = save_smolvlm(tmp_path / "smolvlm")
-    with pytest.raises(TaskError, match=r"^model: .*smolvlm has no usable processor .*num2words") as caught:
+    model = broken_processor(tmp_path / "broken")
+    with pytest.raises(
+        TaskError, match=r"^model: .*broken has no usable processor .*JSONDecodeError"
+    ) as caught:
         load_task(str(data), str(model))
     assert caught.value.field == "model" and "\n" not in str(caught.value)
     args = ["--uniform-rank", "2", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "out")]
     result = runner.invoke(app, ["train", "--model", str(model), "--task", str(data), *args])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "model:" in lines[0] and "num2words" in lines[0], result.stderr
+    assert len(lines) == 1 and "model:" in lines[0] and "JSONDecodeError" in lines[0], result.stderr
 
 
 def test_a_processor_that_cannot_encode_the_data_is_a_model_error(

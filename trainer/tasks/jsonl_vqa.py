@@ -121,6 +121,9 @@ class JsonlTinyVQATask(AnswerTask):
         return self._sizes[split]
 
 
+NESTED_IMAGE_PROCESSORS = frozenset({"SmolVLMProcessor", "Idefics3Processor"})
+
+
 class JsonlProcessorVQATask(AnswerTask):
     """VQA from JSONL for a vision-language model directory with a processor."""
 
@@ -183,8 +186,11 @@ class JsonlProcessorVQATask(AnswerTask):
         return batch
 
     def _process(self, images: list[Image.Image], texts: list[str], **extra: Any) -> Any:
+        # SmolVLM's processor reads a flat list of images as one example's many images: one per example.
+        nested = type(self.processor).__name__ in NESTED_IMAGE_PROCESSORS
+        given: Any = [[image] for image in images] if nested else images
         try:
-            return self.processor(images=images, text=texts, return_tensors="pt", padding=True, **extra)
+            return self.processor(images=given, text=texts, return_tensors="pt", padding=True, **extra)
         except Exception as e:  # the processor is the model's own code: its failures are the model's
             raise TaskError(f"model: the processor of {self.model} cannot encode the data in "
                             f"{self.source} ({one_line(e)})", field="model") from e  # fmt: skip

@@ -18,6 +18,7 @@ assuming one row per example.
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,16 @@ def _image_only_processor(model_dir: Path) -> Any:
     cls: Any = PROCESSOR_MAPPING.get(type(config), None)
     if cls is None or "video_processor" not in cls.get_attributes():
         return None
-    return image_only(cls).from_pretrained(model_dir, local_files_only=True)
+    processor = image_only(cls).from_pretrained(model_dir, local_files_only=True)
+    # transformers hands processor_config.json's entries only to parameters its __init__'s code names,
+    # which the subclass's does not: set the class's own (SmolVLM's image_seq_len) as it would have.
+    saved = model_dir / "processor_config.json"
+    options = json.loads(saved.read_text()) if saved.is_file() else {}
+    own = inspect.signature(cls.__init__).parameters
+    for name, value in options.items():
+        if name in own and name not in cls.get_attributes() and hasattr(processor, name):
+            setattr(processor, name, value)
+    return processor
 
 
 def image_only(cls: Any) -> Any:
