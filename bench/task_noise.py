@@ -37,13 +37,28 @@ STEPS = {"builtin:tiny-vlm": 1000, "builtin:minilm": 600}  # full length per bas
 RANK, LR, BATCH = 8, 1e-3, 32
 
 
-def noise_key(model: str, task: str, steps: int, seed: int) -> str:
+def noise_key(model: str, task: str, steps: int, seed: int, base: str | None = None) -> str:
+    """The run's key on ``base`` (default: the base weights this machine builds)."""
     import torch
 
-    base, data = fingerprints(model, task)
+    own, data = fingerprints(model, task)
     return run_key(bench="task_noise", model=model, task=task, steps=steps, seed=seed, rank=RANK, lr=LR,
-                   batch_size=BATCH, base=base, data=data, torch=torch.__version__,
+                   batch_size=BATCH, base=base or own, data=data, torch=torch.__version__,
                    threads=torch.get_num_threads())  # fmt: skip
+
+
+def stored_bases(store: RunStore, model: str, task: str, steps: int) -> list[str]:
+    """Base sha256s the store has runs of (model, task, steps) on, this machine's first, then by count."""
+    import json
+    from collections import Counter
+
+    counts = Counter(
+        key["base"] for key in (json.loads(k) for k in store.records)
+        if key.get("bench") == "task_noise"
+        and (key["model"], key["task"], key["steps"]) == (model, task, steps)
+    )  # fmt: skip
+    own = fingerprints(model, task)[0]
+    return sorted(counts, key=lambda b: (b != own, -counts[b]))
 
 
 def train(model: str, task_name: str, steps: int, seed: int) -> tuple[float, float, dict[str, Any]]:
@@ -89,13 +104,15 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
     def pts(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}"
 
-    body = [[r["task"], str(r["steps"]), f"{r['examples']:,}", str(r["seeds"]), pts(r["mean"]),
+    body = [[r["task"], f"`{r['base'][:8]}`", str(r["steps"]), f"{r['examples']:,}", str(r["seeds"]),
+             pts(r["mean"]),
              pts(r["seed_sd"]), pts(r["binomial_se"]), pts(r["half_width_1"]),
              f"{pts(r['half_width_all'])} ({r['pairs']})", f"{r['wall_s']:.0f} s"] for r in rows]  # fmt: skip
     return wrap("\n".join([
         f"Command: `{command}` ({datetime.date.today().isoformat()}, {machine()}, 1 torch thread)", "",
-        table(["task", "steps", "test examples", "seeds", "uniform rank 8 test accuracy (%)",
-               "sd over seeds (points)", "binomial s.e. of a run (points)",
+        table(["task", "base weights (sha256)", "steps", "test examples", "seeds",
+               "uniform rank 8 test accuracy (%)", "sd over seeds (points)",
+               "binomial s.e. of a run (points)",
                "null 95% half-width, 1 seed pair (points)", "same, all pairs (pairs)", "wall per run"],
               body), "",
         "Uniform rank-8 LoRA (lr 1e-3, batch 32) at full length, scored on the test split. A null pair is "
@@ -132,15 +149,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                 store.put(key, metric, wall, extra)
                 print(f"{task} seed {seed}: {metric:.4f} in {wall:.0f} s", file=sys.stderr)
     rows = []
-    for model, task in chosen:
-        records = []
-        for seed in range(args.seeds):
-            found = store.get(noise_key(model, task, steps(model), seed))
-            if found is None:
-                break
-            records.append(found)
-        if records:
-            rows.append(figures(model, task, steps(model), records))
+    for model, task in chosen:  # one base per task: this machine's when it has runs, else the stored one
+        for base in stored_bases(store, model, task, steps(model))[:1]:
+            records = []
+            for seed in range(args.seeds):
+                found = store.get(noise_key(model, task, steps(model), seed, base))
+                if found is None:
+                    break
+                records.append(found)
+            if records:
+                rows.append({**figures(model, task, steps(model), records), "base": base})
     if not rows:
         raise SystemExit(f"--store: {args.store} holds no finished run of the chosen tasks")
     publish("Task noise", render(rows, command_line("task_noise.py", argv)), args.write)
