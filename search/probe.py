@@ -5,8 +5,10 @@ same worker code trains every site at ``RANK_FACTOR`` times the budget's rank (s
 for the proxy's length and reports per-site adapter statistics at its end (‖B·A‖_F and rank, as the
 dynamic mode does). Its importance per unit of rank (``search.dynamic.importance``: ‖B·A‖ / √rank)
 is AdaLoRA's and HyDRA's signal read once, without re-training: ``allocate`` turns it into a
-schedule with rank in proportion to importance under the exact budget, which the search proposes
-right after uniform (``strategies.propose_next``), and the performance model gets it as features.
+schedule with rank in proportion to importance under the exact budget. The search proposes it right
+after uniform, then the same at a weaker and a stronger contrast (importance**0.5, **2: a prior over
+how far to trust the probe; ``strategies.propose_next``), and the performance model gets it as
+features.
 
 Pure functions over frozen inputs.
 """
@@ -23,7 +25,7 @@ from ranktune.search.schedule import RankSchedule
 from ranktune.search.space import HierarchicalSpace
 
 RANK_FACTOR = 2  # the probe's rank per site, in multiples of the budget's (uniform) rank
-STRENGTH = 1.0  # rank in proportion to importance**STRENGTH
+STRENGTHS = (1.0, 0.5, 2.0)  # rank in proportion to importance**strength: proposed in this order
 
 
 def probe_schedule(space: HierarchicalSpace) -> RankSchedule:
@@ -41,9 +43,11 @@ def site_importance(schedule: RankSchedule, stats: Mapping[str, Any]) -> dict[st
     return {site.name: float(v) for site, v in zip(schedule.sites, values, strict=True)}
 
 
-def allocate(space: HierarchicalSpace, scores: Mapping[str, float]) -> RankSchedule | None:
-    """Rank in proportion to importance under the space's budget; None when nothing scored."""
-    weights = np.asarray([max(0.0, float(scores.get(s.name, 0.0))) for s in space.sites]) ** STRENGTH
+def allocate(
+    space: HierarchicalSpace, scores: Mapping[str, float], strength: float = STRENGTHS[0]
+) -> RankSchedule | None:
+    """Rank in proportion to importance**strength under the space's budget; None when nothing scored."""
+    weights = np.asarray([max(0.0, float(scores.get(s.name, 0.0))) for s in space.sites]) ** strength
     if not np.isfinite(weights).all() or weights.max() <= 0.0:
         return None
     return space.schedule_for_weights(weights)

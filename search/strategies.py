@@ -125,10 +125,12 @@ def propose_next(
 
 
 def importance_allocation(context: SearchContext, trials: tuple[TrialRecord, ...]) -> RankSchedule | None:
-    """The probe's importance-allocated schedule while no trial has tried it, else None."""
+    """The first of the probe's allocations (``probe.STRENGTHS``) no trial has tried yet, else None."""
     if context.importance is None:
         return None
-    allocated = probe.allocate(context.space, context.importance)
-    if allocated is None or any(t.schedule.ranks == allocated.ranks for t in trials):
-        return None
-    return allocated
+    tried = {t.schedule.ranks for t in trials}
+    for strength in probe.STRENGTHS:
+        allocated = probe.allocate(context.space, context.importance, strength)
+        if allocated is not None and allocated.ranks not in tried:
+            return allocated
+    return None

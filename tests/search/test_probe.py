@@ -48,22 +48,26 @@ def test_importance_allocates_rank_where_the_probe_saw_it_pay_under_the_budget()
     assert probe.allocate(space, {}) is None and probe.allocate(space, dict.fromkeys(found, 0.0)) is None
 
 
-def test_the_allocation_is_proposed_right_after_uniform_once() -> None:
+def test_the_allocations_come_right_after_uniform_then_the_strategy() -> None:
     ctx = context(seed=3)
-    importance = probe.site_importance(
+    scores = probe.site_importance(
         probe.probe_schedule(ctx.space), mlp_heavy_stats(probe.probe_schedule(ctx.space))
     )
-    ctx = replace(ctx, importance=importance)
+    ctx = replace(ctx, importance=scores)
     proposer = get_proposer("random")
     first = propose_next(proposer, ctx, 0, ())
     assert first.schedule == ctx.space.uniform()
     history = (TrialRecord(0, "succeeded", first.schedule, first.proxy_seed, 0.5),)
-    second = propose_next(proposer, ctx, 1, history)
-    assert second.schedule == probe.allocate(ctx.space, importance)
-    history += (TrialRecord(1, "running", second.schedule, second.proxy_seed),)
-    third = propose_next(proposer, ctx, 2, history)
-    assert third.schedule != second.schedule  # the strategy takes over
-    assert third == propose_next(proposer, replace(ctx, importance=None), 2, history)
+    expected = [probe.allocate(ctx.space, scores, strength) for strength in probe.STRENGTHS]
+    assert len({e.ranks for e in expected if e}) == 3  # three contrasts, three schedules
+    shares = [mlp_share(e) for e in expected if e]
+    assert shares[1] < shares[0] < shares[2]  # importance**0.5 spreads rank wider, **2 narrower
+    for number, allocated in enumerate(expected, start=1):
+        proposal = propose_next(proposer, ctx, number, history)
+        assert proposal.schedule == allocated
+        history += (TrialRecord(number, "running", proposal.schedule, proposal.proxy_seed),)
+    after = propose_next(proposer, ctx, 4, history)  # the strategy takes over, as without a probe
+    assert after == propose_next(proposer, replace(ctx, importance=None), 4, history)
 
 
 def test_the_model_sees_rank_mass_weighted_by_importance() -> None:
