@@ -58,8 +58,27 @@ def asha_notes(r: dict[str, Any], c: Config) -> list[str]:
         searches = [f"{'/'.join(str(n) for n in counts)} (seed {seed}: {spent[seed]:,} steps, best at "
                     f"{best[seed]})" for seed, counts in g["counts"].items()]  # fmt: skip
         out.append(f"- `{strategy}` trials per rung, rungs {'/'.join(str(n) for n in g['steps'])}: "
-                   + "; ".join(searches) + ".")  # fmt: skip
+                   + "; ".join(searches) + "." + resume_note(g))  # fmt: skip
     return out
+
+
+def resume_note(rungs: dict[str, Any]) -> str:
+    """What resuming each promotion from its checkpoint, instead of training it again, would save."""
+    from ranktune.search.fidelity import Fidelity
+
+    steps = rungs["steps"]
+    fidelity = Fidelity(steps[0], steps[-1], rungs["eta"])
+    if list(fidelity.rungs) != steps:
+        return ""
+    counts = [dict(enumerate(c)) for c in rungs["counts"].values()]
+    totals = [sum(fidelity.full_run_equivalents(c, resume=r) for c in counts) for r in (False, True)]
+    if not totals[0]:
+        return ""
+    return (
+        f" Promotions train from scratch; resumed from their checkpoints these rung runs would cost "
+        f"{totals[1] / len(rungs['counts']):.1f} instead of {totals[0] / len(rungs['counts']):.1f} "
+        f"top-rung runs per search ({100 * (1 - totals[1] / totals[0]):.0f}% less)."
+    )
 
 
 def render_task(name: str, r: dict[str, Any], c: Config) -> str:

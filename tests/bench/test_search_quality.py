@@ -184,6 +184,13 @@ def test_an_asha_search_runs_compute_matched_beside_random(
     assert f"`random+asha` trials per rung, rungs 4/8/16: {'/'.join(map(str, counts))} (seed 0: " in text
     assert "distinct 12-step proxy trials" in text and "`+asha` trials at other lengths left out" in text
     assert "fidelity 4:16:2 (issue: none)" in text
+    from ranktune.search.fidelity import Fidelity
+
+    fidelity = Fidelity(4, 16, 2)
+    scratch, resumed = (
+        fidelity.full_run_equivalents(dict(enumerate(counts)), resume=r) for r in (False, True)
+    )
+    assert f"would cost {resumed:.1f} instead of {scratch:.1f} top-rung runs per search" in text
 
 
 def test_asha_labels_need_a_fidelity(capsys: pytest.CaptureFixture[str]) -> None:
