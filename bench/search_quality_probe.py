@@ -8,11 +8,13 @@ bench's ``RunStore`` (method ``probe``), so a rerun of a protocol never trains i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.search_quality_bench import Runner
 from ranktune.search import probe
 from ranktune.search.space import HierarchicalSpace
+
+if TYPE_CHECKING:  # the bench's search loop imports this module: no import back at run time
+    from bench.search_quality_bench import Runner
 
 
 def probe_importance(runner: Runner, space: HierarchicalSpace, seed: int, steps: int) -> dict[str, float]:
