@@ -137,6 +137,18 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
             "fitted on:", "",
             table(["fitted on n", "held out", "Spearman, first n trials",
                    "Spearman, n at random (mean of 5)"], curve) if curve else "(too few trials)"]  # fmt: skip
+    versus = r.get("model_vs_full") or []
+    if versus:
+        body = [[x["strategy"], str(x["n"]), rho(x["spearman"]), str(x["searches"])] for x in versus]
+        out += [
+            "",
+            "Each search's performance model (the engine's own fit on its first n trials; with "
+            f"rungs predicting the top rung) against the confirmed metric: Spearman with the mean "
+            f"{c.confirm_steps}-step test metric of the {versus[0]['schedules']} schedules run at full "
+            "length (mean over search seeds; goal 0.6 by 24 trials):",
+            "",
+            table(["strategy", "fitted on n trials", "Spearman vs confirmed", "searches"], body),
+        ]
     p = r["proxy_vs_full"]
     ci = p.get("spearman_ci")
     interval = f" (95% bootstrap CI {rho(ci[0])} to {rho(ci[1])})" if ci else ""
