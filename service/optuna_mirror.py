@@ -142,6 +142,8 @@ def _sync_search(storage: Any, session: Session, search: Search) -> int:
                     TRIAL_ATTR: trial.number,
                     "parameter_count": trial.parameter_count,
                     "proxy_seed": trial.proxy_seed,
+                    # multi-fidelity: objectives of different rungs are of different lengths
+                    **({"rung": trial.rung, "steps": trial.steps} if trial.steps is not None else {}),
                 },
             )
         )

@@ -114,6 +114,29 @@ def test_finished_trials_are_mirrored_once_with_their_vectors(
     assert study.best_trial.user_attrs["ranktune_trial"] == 1
 
 
+def test_rung_trials_say_their_rung_and_length(
+    api: Api, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fidelity = {"min_steps": 10, "max_steps": 90, "eta": 3}
+    search = api.submit(
+        strategy="random", max_trials=6, parallelism=1, fidelity=fidelity, proxy={"lr": 0.001}
+    )
+    while (job := api.claim()) is not None:
+        assert api.complete(job, 0.3 + job["trial_number"] / 100).status_code == 200
+    assert sync_once(database_url, monkeypatch) == 6
+    url = optuna_mirror.storage_url(database_url)
+    assert url is not None
+    study = optuna.load_study(study_name=optuna_mirror.study_name(search["id"]), storage=url)
+    stored = {t["number"]: t for t in api.trials(search["id"])}
+    for trial in study.get_trials():
+        number = trial.user_attrs["ranktune_trial"]
+        assert (trial.user_attrs["rung"], trial.user_attrs["steps"]) == (
+            stored[number]["rung"],
+            stored[number]["steps"],
+        )
+    assert {t.user_attrs["rung"] for t in study.get_trials()} >= {0, 1}
+
+
 def test_the_api_process_never_mirrors(database_url: str) -> None:
     app = create_app(make_settings(database_url, reap_interval_s=0.05))
     with TestClient(app) as client:
