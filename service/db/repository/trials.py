@@ -228,7 +228,9 @@ def _queue_proxies(
         else ()
     )
     space = stored_space(search.spec, search.sites)
-    context = replace(search_context(spec, space, prior), importance=probe_importance(session, search))
+    context = search_context(spec, space, prior)
+    if spec.probe is not None:
+        context = replace(context, importance=probe_importance(session, search))
     order = fair_share.virtual_time(session)
     created: list[Trial] = []
     for _ in range(room):
@@ -283,9 +285,12 @@ PROBE_NUMBER = 1  # the importance probe is leased right after the uniform basel
 
 def probe_importance(session: Session, search: Search) -> dict[str, float] | None:
     """Site → importance per unit of rank from the search's finished probe; None without one."""
-    row = session.execute(
+    row = session.execute(  # by (search_id, number): the unique index, whatever the search's size
         select(Trial.schedule, Trial.site_stats).where(
-            Trial.search_id == search.id, Trial.kind == "probe", Trial.state == "succeeded"
+            Trial.search_id == search.id,
+            Trial.number == PROBE_NUMBER,
+            Trial.kind == "probe",
+            Trial.state == "succeeded",
         )
     ).first()
     if row is None or not isinstance(row.site_stats, dict):
