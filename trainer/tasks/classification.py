@@ -169,7 +169,34 @@ def class_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
     return find_head(model)(pooled)  # type: ignore[no-any-return]
 
 
-class TextClassificationTask(Task):
+class LabelledTask(Task):
+    """A task scored by a class per example: cross-entropy on ``logits``, accuracy by their argmax
+    (text classifiers here, vision transformers in ``image_classification``)."""
+
+    @abstractmethod
+    def logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The class logits of ``batch`` (examples × labels)."""
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        logits = self.logits(model, batch)
+        return F.cross_entropy(logits.float(), batch["labels"].to(logits.device))
+
+    def evaluate_outcomes(
+        self, model: nn.Module, split: Split = "val", batch_size: int = 256
+    ) -> torch.Tensor:
+        import torch
+
+        right = []
+        with evaluating(model):
+            for batch in self.batches(split, batch_size, seed=0):
+                logits = self.logits(model, batch)
+                right.append(logits.argmax(dim=-1).cpu() == batch["labels"])
+        return torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
+
+
+class TextClassificationTask(LabelledTask):
     """A pretrained encoder plus a new head, or a sequence classifier with its own head; subclasses
     supply texts and integer labels per split."""
 
@@ -232,24 +259,6 @@ class TextClassificationTask(Task):
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
         return tensor_batches(self.tensors(split), split, batch_size, seed)
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        logits = self.logits(model, batch)
-        return F.cross_entropy(logits.float(), batch["labels"].to(logits.device))
-
-    def evaluate_outcomes(
-        self, model: nn.Module, split: Split = "val", batch_size: int = 256
-    ) -> torch.Tensor:
-        import torch
-
-        right = []
-        with evaluating(model):
-            for batch in self.batches(split, batch_size, seed=0):
-                logits = self.logits(model, batch)
-                right.append(logits.argmax(dim=-1).cpu() == batch["labels"])
-        return torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
 
     def split_size(self, split: Split) -> int:
         return len(self.examples(split)[1])

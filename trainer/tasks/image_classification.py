@@ -33,12 +33,17 @@ from ranktune.trainer.tasks.base import (
     Batch,
     Split,
     Task,
-    evaluating,
     model_device,
     sha256_of,
     tensor_batches,
 )
-from ranktune.trainer.tasks.classification import HEAD_NAME, attach_classifier, find_head, fit_own_head
+from ranktune.trainer.tasks.classification import (
+    HEAD_NAME,
+    LabelledTask,
+    attach_classifier,
+    find_head,
+    fit_own_head,
+)
 from ranktune.trainer.tasks.jsonl_records import Record
 from ranktune.trainer.tasks.vlm_processor import one_line
 
@@ -83,7 +88,7 @@ def mean_pooled_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Te
     return find_head(model)(hidden.mean(dim=1))  # type: ignore[no-any-return]
 
 
-class ImageClassificationTask(Task):
+class ImageClassificationTask(LabelledTask):
     """A vision model and a head; subclasses supply each split's labels and images."""
 
     metric: ClassVar[str] = "accuracy"
@@ -198,23 +203,6 @@ class ImageClassificationTask(Task):
         rows = {"row": torch.arange(self.split_size(split)), "labels": torch.tensor(self.labels(split))}
         for chosen in tensor_batches(rows, split, batch_size, seed):
             yield {"pixel_values": self.pixels(split, chosen["row"]), "labels": chosen["labels"]}
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        logits = self.logits(model, batch)
-        return F.cross_entropy(logits.float(), batch["labels"].to(logits.device))
-
-    def evaluate_outcomes(
-        self, model: nn.Module, split: Split = "val", batch_size: int = 256
-    ) -> torch.Tensor:
-        import torch
-
-        right = []
-        with evaluating(model):
-            for batch in self.batches(split, batch_size, seed=0):
-                right.append(self.logits(model, batch).argmax(dim=-1).cpu() == batch["labels"])
-        return torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
 
 
 def open_record_image(record: Record, mode: str) -> Image.Image:
