@@ -42,6 +42,14 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**{**values, **overrides})
 
 
+# A search small enough to run end to end on a tiny model in a test: 2 proxy steps of batch 4.
+SMALL: dict[str, Any] = {
+    "budget": {"rank": 4},
+    "space": {"grid": [0, 2, 4, 8], "layer_groups": 2},
+    "proxy": {"steps": 2, "lr": 0.001, "batch_size": 4, "seed": 0, "eval_every": 0},
+}
+
+
 def spec(**overrides: Any) -> dict[str, Any]:
     body = copy.deepcopy(SPEC)
     body.update(overrides)

@@ -65,3 +65,12 @@ def app(settings: Settings) -> FastAPI:
 def api(app: FastAPI) -> Iterator[Api]:
     with TestClient(app) as client:
         yield Api(client, app)
+
+
+@pytest.fixture
+def sqlite_api(request: pytest.FixtureRequest) -> Iterator[tuple[Api, str]]:
+    """An app on a fresh SQLite database, its client, and the database URL."""
+    with databases_for(request, "sqlite").fresh() as url:
+        app = create_app(make_settings(url))
+        with TestClient(app) as client:
+            yield Api(client, app), url

@@ -8,34 +8,16 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
-from ranktune.service.app import create_app
-from tests.service.api import Api, make_settings, spec
-from tests.service.conftest import databases_for
+from tests.service.api import SMALL, Api, spec
 from tests.service.databases import row_counts
 from tests.tiny_vision_models import save_clip_vision, write_image_data
 
 TINY_VLM = "builtin:tiny-vlm"
-
-SMALL = {
-    "budget": {"rank": 4},
-    "space": {"grid": [0, 2, 4, 8], "layer_groups": 2},
-    "proxy": {"steps": 2, "lr": 0.001, "batch_size": 4, "seed": 0, "eval_every": 0},
-}
-
-
-@pytest.fixture
-def sqlite_api(request: pytest.FixtureRequest) -> Iterator[tuple[Api, str]]:
-    with databases_for(request, "sqlite").fresh() as url:
-        app = create_app(make_settings(url))
-        with TestClient(app) as client:
-            yield Api(client, app), url
 
 
 def test_bad_images_and_mismatched_models_are_422s(sqlite_api: tuple[Api, str], tmp_path: Path) -> None:

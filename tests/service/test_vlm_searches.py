@@ -5,32 +5,15 @@ without its torchvision video processor) runs its proxies and confirmation in a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from ranktune.service.app import create_app
-from tests.service.api import Api, make_settings, spec
-from tests.service.conftest import databases_for
+from tests.service.api import SMALL, Api, spec
 from tests.service.databases import row_counts
 from tests.tiny_models import VLM_DIRS, save_llava, write_vqa_data
-
-SMALL = {
-    "budget": {"rank": 4},
-    "space": {"grid": [0, 2, 4, 8], "layer_groups": 2},
-    "proxy": {"steps": 2, "lr": 0.001, "batch_size": 4, "seed": 0, "eval_every": 0},
-}
-
-
-@pytest.fixture
-def sqlite_api(request: pytest.FixtureRequest) -> Iterator[tuple[Api, str]]:
-    with databases_for(request, "sqlite").fresh() as url:
-        app = create_app(make_settings(url))
-        with TestClient(app) as client:
-            yield Api(client, app), url
 
 
 def test_a_model_whose_processor_cannot_load_is_a_422_on_model(
