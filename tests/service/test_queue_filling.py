@@ -14,8 +14,10 @@ from sqlalchemy import select
 
 from ranktune.service.app import create_app
 from ranktune.service.db import leases
-from ranktune.service.db.models import Trial
+from ranktune.service.db.models import Search, Trial
+from ranktune.service.db.repository import refill
 from ranktune.service.db.repository.searches import SUBMIT_PROPOSALS
+from ranktune.service.db.repository.trials import top_up
 from ranktune.service.db.types import utcnow
 from ranktune.service.queue_filler import TICK_S, fill_once
 from ranktune.service.schemas.leases import WorkerInfo
@@ -107,3 +109,50 @@ def test_fills_in_several_processes_never_propose_a_trial_twice(
             assert api.search(search["id"])["trials"]["queued"] == 120 - 12
     finally:
         apps[1].state.engine.dispose()
+
+
+@pytest.mark.parametrize("holder_commits", [True, False])
+def test_a_claim_waits_for_a_search_another_claim_is_proposing_for(
+    api: Api, backend: str, holder_commits: bool
+) -> None:
+    """PostgreSQL: with nothing queued and the only search's row held by another transaction that
+    is proposing, a claim waits for it (up to ``CLAIM_LOCK_WAIT_MS``) and gets work instead of a 204
+    that idles its worker; if the holder outlasts the wait, the claim answers 204 promptly."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no claim ever finds a search busy")
+    search = api.submit(max_trials=100, parallelism=SUBMIT_PROPOSALS + 2)
+    for i in range(SUBMIT_PROPOSALS):
+        assert api.claim(f"w{i}") is not None
+    assert api.search(search["id"])["trials"]["queued"] == 0
+    assert api.app is not None
+    hold_s = 0.2 if holder_commits else refill.CLAIM_LOCK_WAIT_MS / 1000 + 1.0
+    holding = threading.Event()
+
+    def hold_and_propose() -> None:  # what another process's claim or result does
+        with api.app.state.sessions() as session:  # type: ignore[union-attr]
+            session.begin()
+            locked = session.scalars(select(Search).where(Search.id == search["id"]).with_for_update())
+            row = locked.one()
+            holding.set()
+            time.sleep(hold_s)
+            top_up(session, row, utcnow(), limit=1)
+            session.commit()
+
+    holder = threading.Thread(target=hold_and_propose)
+    holder.start()
+    assert holding.wait(10)
+    worker = WorkerInfo(name="waiting", device="cpu", hostname="h")
+    started = time.perf_counter()
+    with api.app.state.sessions() as session:
+        job = leases.claim(session, worker, 5.0, utcnow())
+    waited = time.perf_counter() - started
+    holder.join(timeout=30)
+    if holder_commits:
+        assert job is not None and job.search_id == search["id"]
+        assert waited >= hold_s * 0.5, "it waited for the holder"
+    else:
+        assert job is None, "the holder outlasted the wait: 204"
+        assert waited < hold_s, "it did not wait for the holder to finish"
+    counts = api.search(search["id"])["trials"]
+    assert counts["queued"] + counts["running"] <= SUBMIT_PROPOSALS + 2
+    assert sorted(numbers(api, search["id"])) == list(range(len(numbers(api, search["id"]))))
