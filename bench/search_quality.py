@@ -296,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for flag in ("trials", "seeds", "steps", "confirm-steps", "confirm-seeds", "top-k", "rank-schedules"):
         parser.add_argument(f"--{flag}", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--budget-rank", type=int, help="the budget: uniform LoRA of this rank on every "
+                        "site (default 8)")  # fmt: skip
     parser.add_argument("--no-adalora", action="store_true")
     parser.add_argument("--no-eva", action="store_true")
     parser.add_argument("--device", help="cpu (default) or cuda")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.search_quality_bench import TaskBench
-from bench.search_quality_common import ADALORA_INIT_R, BUDGET_RANK
+from bench.search_quality_common import adalora_init_r
 from bench.search_quality_peft import PeftTask, run_peft_baseline
 
 
@@ -31,8 +31,10 @@ class AdaLoraTask(PeftTask):
         from peft import AdaLoraConfig, get_peft_model
 
         # AdaLoRA scales by lora_alpha / init_r: the same scaling as our LoRA's alpha / r.
-        config = AdaLoraConfig(init_r=ADALORA_INIT_R, target_r=BUDGET_RANK, total_step=self.steps,
-                               lora_alpha=self.space.alpha.alpha_for(ADALORA_INIT_R), tinit=self.steps // 10,
+        budget_rank = self.space.budget.uniform_rank
+        init_r = adalora_init_r(budget_rank)
+        config = AdaLoraConfig(init_r=init_r, target_r=budget_rank, total_step=self.steps,
+                               lora_alpha=self.space.alpha.alpha_for(init_r), tinit=self.steps // 10,
                                tfinal=max(1, 3 * self.steps // 10), deltaT=10,
                                target_modules=[s.name for s in self.space.sites])  # fmt: skip
         return get_peft_model(base, config)
@@ -68,9 +70,10 @@ def allocate_ranks(task: PeftTask, run: Callable[[], Any]) -> Any:
 def run_adalora(bench: TaskBench) -> dict[str, Any]:
     """AdaLoRA at full length with the first search seed's confirm seeds, on the test split."""
     c, space = bench.config, bench.space
+    init_r = adalora_init_r(c.budget_rank)
     figures = run_peft_baseline(
-        bench, f"adalora {ADALORA_INIT_R}->{BUDGET_RANK}",
+        bench, f"adalora {init_r}->{c.budget_rank}",
         lambda _seed: AdaLoraTask(bench.runner.task, space, c.confirm_steps), "PEFT AdaLoRA", allocate_ranks,
     )  # fmt: skip
-    figures["params_while_training"] = sum(ADALORA_INIT_R * (s.params_per_rank + 1) for s in space.sites)
+    figures["params_while_training"] = sum(init_r * (s.params_per_rank + 1) for s in space.sites)
     return figures

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from bench.search_quality_common import (
-    BUDGET_RANK,
     GRID,
     TASKS,
     Config,
@@ -112,7 +111,7 @@ def make_context(model: str, task: str, strategy: str, seed: int, config: Config
     proxy: dict[str, Any] = {"lr": config.lr, "batch_size": config.batch_size, "seed": seed}
     spec: dict[str, Any] = {
         "name": f"bench-{strategy}-{seed}", "model": model, "task": task, "strategy": base_strategy(strategy),
-        "budget": {"rank": BUDGET_RANK}, "space": {"grid": list(GRID)}, "max_trials": config.trials,
+        "budget": {"rank": config.budget_rank}, "space": {"grid": list(GRID)}, "max_trials": config.trials,
         "proxy": {"steps": config.steps, **proxy},
     }  # fmt: skip
     if is_asha(strategy):
@@ -206,7 +205,7 @@ class TaskBench:
         task = load_task(self.task, self.model)
         self.runner = Runner(task, self.config, f"{self.model}+{self.task}", self.store,
                              base=base_weights_sha256(self.model), data=task.data_sha256())  # fmt: skip
-        self.space = make_space(self.model, self.task)
+        self.space = make_space(self.model, self.task, self.config.budget_rank)
         self.uniform = self.space.uniform()
         self.seeds = list(range(self.config.seeds))
 

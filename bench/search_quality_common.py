@@ -25,7 +25,6 @@ CASCADE = "cascade"  # the service's strategy: perfmodel over rungs after the pr
 ASHA_STRATEGIES = (*(s + ASHA for s in STRATEGIES if s != "uniform"), "perfmodel" + ASHA + PROBE, CASCADE)
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
-ADALORA_INIT_R = 12
 EVA_RHO = 2.0  # PEFT EVA's redistribution: a site may get up to rho x the budget's rank
 HYDRA_GAIN = 4.7  # points over uniform that HyDRA reports: the issue's goal
 
@@ -47,6 +46,7 @@ class Config:
     batch_size: int = 32
     device: str = "cpu"
     fidelity: tuple[int, int, int] | None = None  # (min steps, max steps, eta) of the +asha strategies
+    budget_rank: int = BUDGET_RANK  # the budget: uniform LoRA of this rank on every site
 
 
 FULL = Config()  # the issue's protocol
@@ -98,8 +98,13 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": statistics.mean(values), "std": std, "n": len(values), "values": list(values)}
 
 
-def make_space(model: str, task: str) -> HierarchicalSpace:
+def make_space(model: str, task: str, budget_rank: int = BUDGET_RANK) -> HierarchicalSpace:
     from ranktune.service.planning import build_space, select_towers, sites_for_search
 
     sites = select_towers(sites_for_search(model, task), None)
-    return build_space(sites, budget_rank=BUDGET_RANK, budget_params=None, grid=RankGrid(GRID))
+    return build_space(sites, budget_rank=budget_rank, budget_params=None, grid=RankGrid(GRID))
+
+
+def adalora_init_r(budget_rank: int) -> int:
+    """AdaLoRA's starting rank: 1.5x the budget's (12 for rank 8), pruned down to the budget's."""
+    return budget_rank + budget_rank // 2

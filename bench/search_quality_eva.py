@@ -13,7 +13,7 @@ import itertools
 from typing import Any
 
 from bench.search_quality_bench import TaskBench
-from bench.search_quality_common import BUDGET_RANK, EVA_RHO
+from bench.search_quality_common import EVA_RHO
 from bench.search_quality_peft import PeftTask, run_peft_baseline
 
 EVA_BATCHES = 16  # batches of the train split whose activations EVA's incremental SVD cycles over
@@ -36,7 +36,8 @@ class EvaTask(PeftTask):
         import torch
         from peft import EvaConfig, LoraConfig, get_peft_model, initialize_lora_eva_weights
 
-        config = LoraConfig(r=BUDGET_RANK, lora_alpha=self.space.alpha.alpha_for(BUDGET_RANK),
+        rank = self.space.budget.uniform_rank
+        config = LoraConfig(r=rank, lora_alpha=self.space.alpha.alpha_for(rank),
                             target_modules=[s.name for s in self.space.sites], init_lora_weights="eva",
                             eva_config=EvaConfig(rho=EVA_RHO))  # fmt: skip
         model = get_peft_model(base, config, low_cpu_mem_usage=True)
@@ -52,6 +53,6 @@ def run_eva(bench: TaskBench) -> dict[str, Any]:
     """EVA at full length with the first search seed's confirm seeds, on the test split."""
     steps = bench.config.confirm_steps
     return run_peft_baseline(
-        bench, f"eva r{BUDGET_RANK} rho{EVA_RHO}",
+        bench, f"eva r{bench.config.budget_rank} rho{EVA_RHO}",
         lambda seed: EvaTask(bench.runner.task, bench.space, steps, seed), f"PEFT EVA rho {EVA_RHO}",
     )  # fmt: skip

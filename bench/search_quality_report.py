@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from bench.results_md import table, wrap, write_section
-from bench.search_quality_common import ADALORA_INIT_R, BUDGET_RANK, EVA_RHO, FULL, GRID, HYDRA_GAIN, Config
+from bench.search_quality_common import EVA_RHO, FULL, GRID, HYDRA_GAIN, Config, adalora_init_r
 
 __all__ = ["quality_heading", "render_quality", "render_speed", "table", "wrap", "write_section"]
 
@@ -24,7 +24,9 @@ def rho(value: float | None) -> str:
 
 def quality_heading(results: dict[str, Any]) -> str:
     """One RESULTS.md section per set of tasks: a run on one task leaves the other task's figures be."""
-    return f"Search quality ({', '.join(results['config']['tasks'])})"
+    rank = results["config"].get("budget_rank", FULL.budget_rank)
+    budget = "" if rank == FULL.budget_rank else f", budget rank {rank}"
+    return f"Search quality ({', '.join(results['config']['tasks'])}{budget})"
 
 
 def paired_ci(figures: dict[str, Any]) -> str:
@@ -82,22 +84,23 @@ def resume_note(rungs: dict[str, Any]) -> str:
 
 
 def render_task(name: str, r: dict[str, Any], c: Config) -> str:
+    rank = c.budget_rank
     rows = [[s, pct(f["proxy_best"]), pct(f["confirmed"]), f"{f['gain_points']:+.1f}", paired_ci(f),
              pct(f["service_result"]), full_runs(f)] for s, f in r["strategies"].items()]  # fmt: skip
     if "uniform" not in r["strategies"]:  # not searched: its schedule is every search's trial 0
         baseline = pct(r["uniform_confirmed"])
-        rows.insert(0, [f"uniform rank {BUDGET_RANK} (not searched)", "-", baseline, "+0.0", "-", "-", "1.0"])
+        rows.insert(0, [f"uniform rank {rank} (not searched)", "-", baseline, "+0.0", "-", "-", "1.0"])
     a = r["adalora"]
     if a:
-        rows.append([f"PEFT AdaLoRA {ADALORA_INIT_R}→{BUDGET_RANK}", "-", pct(a["confirmed"]),
+        rows.append([f"PEFT AdaLoRA {adalora_init_r(rank)}→{rank}", "-", pct(a["confirmed"]),
                      f"{a['gain_points']:+.1f} (same seeds)", paired_ci(a), "-", full_runs(a)])  # fmt: skip
     e = r.get("eva")
     if e:
-        rows.append([f"PEFT EVA r {BUDGET_RANK}, rho {EVA_RHO:g}", "-", pct(e["confirmed"]),
+        rows.append([f"PEFT EVA r {rank}, rho {EVA_RHO:g}", "-", pct(e["confirmed"]),
                      f"{e['gain_points']:+.1f} (same seeds)", paired_ci(e), "-", full_runs(e)])  # fmt: skip
     noise = r["uniform_proxy_over_seeds"]
     out = [f"### {name}: `{r['model']}` + `{r['task']}`", "",
-           f"{r['sites']} sites, budget {r['budget_params']:,} params (uniform rank {BUDGET_RANK}), grid "
+           f"{r['sites']} sites, budget {r['budget_params']:,} params (uniform rank {rank}), grid "
            f"{list(GRID)}.", "",
            table(["strategy", f"proxy best of {c.trials} (val, %)", "its schedule confirmed (test, %)",
                   "gain over uniform (points)", "paired gain [95% CI] (points)",
@@ -106,7 +109,7 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
            "- Paired gain: each search's proxy-best against uniform on the same confirm seeds and test "
            "examples (`search.paired`); compute: one search's proxies and confirmation runs (PEFT rows: one "
            "run) in units of one full-length uniform run.",
-           f"- Uniform rank {BUDGET_RANK} confirmed: {pct(r['uniform_confirmed'])}; "
+           f"- Uniform rank {rank} confirmed: {pct(r['uniform_confirmed'])}; "
            + (f"the same schedule's proxy objective over the proxy seeds of strategy `uniform` (seed "
               f"noise): {pct(noise)}." if noise
               else "no seed-noise figure (strategy `uniform` not run).")]  # fmt: skip
@@ -115,13 +118,13 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
     length = f"{c.steps}-step " if asha else ""  # +asha trials at other lengths are left out
     if a:
         out.append(
-            f"- AdaLoRA kept {a['final_rank_sum']} singular values in all (target {BUDGET_RANK} × "
+            f"- AdaLoRA kept {a['final_rank_sum']} singular values in all (target {rank} × "
             f"{r['sites']} sites), {a['final_params']:,} LoRA-equivalent params against the budget's "
             f"{a['budget_params']:,}; it trains {a['params_while_training']:,} until pruning."
         )
     if e:
         out.append(
-            f"- EVA redistributed {e['final_rank_sum']} ranks (r {BUDGET_RANK} × {r['sites']} sites, rho "
+            f"- EVA redistributed {e['final_rank_sum']} ranks (r {rank} × {r['sites']} sites, rho "
             f"{EVA_RHO:g}): {e['final_params']:,} LoRA params against the budget's {e['budget_params']:,}."
         )
     if r["perfmodel_reach"]:

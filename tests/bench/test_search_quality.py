@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     assert (pairs["schedules"], pairs["extra_schedules"], pairs["spearman"]) == (2, 0, None)
     adalora = task["adalora"]
     assert adalora["confirmed"]["n"] == 1 and fraction(adalora["confirmed"]["mean"])
-    assert 0 < adalora["final_rank_sum"] <= common.ADALORA_INIT_R * 54
+    assert 0 < adalora["final_rank_sum"] <= common.adalora_init_r(8) * 54
     sites = common.make_space(*common.TASKS["tiny-vlm"]).sites
     assert set(adalora["final_ranks"]) == {site.name for site in sites}  # AdaLoRA on every site
     eva = task["eva"]
@@ -99,6 +100,24 @@ def test_the_main_loop_reports_sane_figures(tmp_path: Path, one_torch_thread: No
     report.write_section(heading, text, results_md)
     written = results_md.read_text()
     assert "old" not in written and "### tiny-vlm" in written and written.endswith("## Other\n\nkept\n")
+
+
+def test_a_tighter_budget_runs_every_row_at_its_rank(tmp_path: Path, one_torch_thread: None) -> None:
+    """``--budget-rank 2``: the space, uniform baseline, AdaLoRA (3→2) and EVA (r 2) all at rank 2."""
+    config = replace(TINY, budget_rank=2)
+    results = bench.run(config, progress=False, store=tmp_path / "runs.jsonl", jobs=1)
+    task = results["tasks"]["tiny-vlm"]
+    assert task["budget_params"] == 121_600 // 4  # uniform rank 2 on the 54 sites
+    (trials,) = task["strategies"]["random"]["trials"].values()
+    assert trials[0]["ranks"] == (2,) * 54
+    sites = common.make_space(*common.TASKS["tiny-vlm"], 2).sites
+    assert sum(r * s.params_per_rank for r, s in zip(trials[1]["ranks"], sites, strict=True)) <= 30_400
+    assert 0 < task["adalora"]["final_rank_sum"] <= 3 * 54
+    assert task["eva"]["final_rank_sum"] == 2 * 54 and max(task["eva"]["final_ranks"].values()) <= 4
+    assert report.quality_heading(results) == "Search quality (tiny-vlm, budget rank 2)"
+    text = report.render_quality({**results, "command": "cmd", "date": "today"})
+    assert "| uniform rank 2 (not searched) |" in text and "PEFT AdaLoRA 3→2" in text
+    assert "budget-rank 2 (issue: 8)" in text
 
 
 def test_presets_and_flags() -> None:
