@@ -92,6 +92,7 @@ class SearchContext:
     fidelity: Fidelity | None = None  # rungs of successive halving; None: every trial at one length
     # The importance probe's finding (search.probe): site name -> importance per unit of rank.
     importance: Mapping[str, float] | None = None
+    screen: bool = False  # propose the coarse shapes first (search.screening)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ranktune.search import probe, rungs
+from ranktune.search import probe, rungs, screening
 from ranktune.search.errors import RanktuneError
 from ranktune.search.proposer import (
     Direction,
@@ -107,8 +107,8 @@ def propose_next(
 
     With rungs (``context.fidelity``) a trial first continues a schedule one rung up when ASHA allows
     (``search.rungs``), else it starts a new schedule at rung 0. Once the importance probe reported
-    (``context.importance``), its importance-allocated schedule (``search.probe``) comes first, then
-    the strategy's."""
+    (``context.importance``), its importance-allocated schedule (``search.probe``) comes first; with
+    ``context.screen`` the coarse shapes next (``search.screening``), then the strategy's."""
     fidelity = context.fidelity
     if number == 0:
         proposal = Proposal(context.space.uniform(), context.seed, tuple(context.space.uniform_vector()))
@@ -119,6 +119,8 @@ def propose_next(
                         config=promotion.config, steps=fidelity.steps(promotion.rung))  # fmt: skip
     elif (allocated := importance_allocation(context, trials)) is not None:
         proposal = Proposal(allocated, context.seed)
+    elif context.screen and (shape := screening.screening_proposal(context, trials)) is not None:
+        proposal = Proposal(shape[0], context.seed, shape[1])
     else:
         proposal = proposer.propose(context, number, trials)
     return proposal if fidelity is None else replace(proposal, steps=fidelity.steps(0))

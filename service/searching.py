@@ -201,4 +201,5 @@ def search_context(
         ),
         prior=prior,
         fidelity=spec.fidelity.rungs() if spec.fidelity else None,
+        screen=bool(spec.screen),
     )

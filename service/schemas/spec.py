@@ -216,6 +216,11 @@ class SearchCreate(StrictModel):
         description="Lease one importance probe after the uniform baseline (it counts as one of "
         "max_trials); its importance-allocated schedule is proposed next",
     )
+    screen: bool | None = Field(
+        default=None,
+        description="Propose the coarse shapes first (every rank on one tower, on attention or MLP, on "
+        "the lower or upper layers; then the winners together); default: on for strategy cascade",
+    )
     confirm: ConfirmSpec | None = None
     max_attempts: int = Field(default=3, ge=1, le=100)
     lease_ttl_s: float | None = Field(
@@ -250,4 +255,6 @@ class SearchCreate(StrictModel):
                 self.fidelity = FidelitySpec(min_steps=max(1, steps // 3), max_steps=3 * steps, eta=3)
             if self.probe is None:
                 self.probe = ProbeSpec()
+            if self.screen is None:
+                self.screen = True
         return self

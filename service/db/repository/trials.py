@@ -218,9 +218,11 @@ def _queue_proxies(
     if room <= 0:
         return []
     proposer = get_proposer(search.strategy)
-    # Promotions and the probe's allocation read the history whatever the strategy; transferred
+    # Promotions, the probe's allocation and screening read the history whatever the strategy; transferred
     # trials only serve a model.
-    needs_history = proposer.uses_history or spec.fidelity is not None or spec.probe is not None
+    needs_history = (
+        proposer.uses_history or spec.fidelity is not None or spec.probe is not None or bool(spec.screen)
+    )
     history = trial_records(session, search.id) if needs_history else ()
     prior = (
         prior_trials(session, search, spec)
