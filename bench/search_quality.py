@@ -66,6 +66,7 @@ from bench.search_quality_common import (
     ASHA_STRATEGIES,
     FULL,
     QUICK,
+    SCREEN_STRATEGIES,
     STRATEGIES,
     TASKS,
     Config,
@@ -268,7 +269,7 @@ def config_from(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name in ("tasks", "strategies"):
             given = tuple(given.split(","))
-            known = TASKS if f.name == "tasks" else (*STRATEGIES, *ASHA_STRATEGIES)
+            known = TASKS if f.name == "tasks" else (*STRATEGIES, *SCREEN_STRATEGIES, *ASHA_STRATEGIES)
             if any(g not in known for g in given):
                 raise SystemExit(f"--{f.name}: choose from {', '.join(known)}, got {','.join(given)}")
         if given is not None and f.name == "fidelity":
@@ -289,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the ~40-minute preset (default: the issue's)")
     parser.add_argument("--tasks", help=f"comma-separated, of {','.join(TASKS)}")
-    parser.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)} and, with "
+    plain = ",".join((*STRATEGIES, *SCREEN_STRATEGIES))
+    parser.add_argument("--strategies", help=f"comma-separated, of {plain} and, with "
                         f"--fidelity, {','.join(ASHA_STRATEGIES)}")  # fmt: skip
     parser.add_argument("--fidelity", metavar="MIN:MAX:ETA", help="rungs of the +asha strategies' "
                         "searches (e.g. 67:600:3: 67, 201 and 600 steps); default: none")  # fmt: skip

@@ -16,6 +16,7 @@ import numpy as np
 
 from bench.search_quality_common import (
     GRID,
+    SCREEN,
     TASKS,
     Config,
     base_strategy,
@@ -123,6 +124,8 @@ def make_context(model: str, task: str, strategy: str, seed: int, config: Config
         spec["max_trials"] = min(10_000, math.ceil(proxy_budget(config) / low))
     if has_probe(strategy):
         spec["probe"] = {}
+    if strategy.endswith(SCREEN):
+        spec["screen"] = True
     return search_context(SearchCreate.model_validate(spec), space)
 
 

@@ -22,6 +22,8 @@ STRATEGIES = ("uniform", "random", "tpe", "perfmodel")
 ASHA = "+asha"  # a label's suffix: its base strategy in a multi-fidelity search (needs Config.fidelity)
 PROBE = "+probe"  # a label's suffix: the search starts with the importance probe (search.probe)
 CASCADE = "cascade"  # the service's strategy: perfmodel over rungs after the probe (needs Config.fidelity)
+SCREEN = "+screen"  # a label's suffix: the search screens the coarse shapes first (search.screening)
+SCREEN_STRATEGIES = ("perfmodel" + SCREEN,)
 ASHA_STRATEGIES = (*(s + ASHA for s in STRATEGIES if s != "uniform"), "perfmodel" + ASHA + PROBE, CASCADE)
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
@@ -64,8 +66,9 @@ def has_probe(strategy: str) -> bool:
 
 def base_strategy(strategy: str) -> str:
     """The proposer a label runs: ``perfmodel+asha`` runs ``perfmodel`` with the config's rungs,
-    ``perfmodel+asha+probe`` the same after the probe; ``cascade`` is the service's own name for it."""
-    return strategy.removesuffix(PROBE).removesuffix(ASHA)
+    ``perfmodel+asha+probe`` the same after the probe, ``perfmodel+screen`` after the shapes;
+    ``cascade`` is the service's own name for rungs, probe and shapes."""
+    return strategy.removesuffix(SCREEN).removesuffix(PROBE).removesuffix(ASHA)
 
 
 def rungs(config: Config) -> Fidelity | None:

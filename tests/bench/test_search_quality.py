@@ -335,3 +335,25 @@ def test_each_searchs_model_is_scored_against_the_confirmed_metric() -> None:
     assert [(r["strategy"], r["n"]) for r in rows] == [("random", 8), ("random", 12), ("random", 16)]
     assert all(r["schedules"] == len({k[0] for k in cache}) and r["searches"] == 1 for r in rows)
     assert rows[-1]["spearman"] > 0.5  # the objective is linear in the ranks: the trees find it
+
+
+def test_a_screen_label_screens_the_shapes_first() -> None:
+    """``perfmodel+screen`` is perfmodel with the service's ``screen``; ``cascade`` screens by itself."""
+    from ranktune.search.screening import single_shapes
+    from ranktune.search.strategies import TrialRecord, get_proposer, propose_next
+
+    flags = argparse.Namespace(
+        quick=False, no_adalora=True, no_eva=True, strategies="perfmodel,perfmodel+screen"
+    )
+    config = replace(bench.config_from(flags), budget_rank=2)
+    assert config.strategies == ("perfmodel", "perfmodel+screen")
+    space = common.make_space(*common.TASKS["fashion"], 2)
+    screened = make_context(*common.TASKS["fashion"], "perfmodel+screen", 0, config, space)
+    assert (
+        screened.screen and not make_context(*common.TASKS["fashion"], "perfmodel", 0, config, space).screen
+    )
+    cascade = replace(config, fidelity=(66, 600, 3))
+    assert make_context(*common.TASKS["fashion"], "cascade", 0, cascade, space).screen
+    uniform = TrialRecord(0, "succeeded", space.uniform(), 0, 0.8)
+    first = propose_next(get_proposer("perfmodel"), screened, 1, (uniform,))
+    assert first.schedule == space.to_schedule(single_shapes(space)[0].vector)
