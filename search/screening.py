@@ -3,16 +3,18 @@
 Measured on the tiny VLM at a tight budget (bench/allocation_shapes.py), *where* the ranks go moves
 accuracy by far more than how they are spread within a part: every rank on the vision tower loses
 13 points on fashion-vqa, every rank on the language tower's attention gains about 2. A random or
-model-guided search samples mixtures and rarely tries such extremes. Screening proposes them first:
+model-guided search samples mixtures and rarely tries such extremes. Screening proposes them first,
+narrowing one factor at a time (a coordinate search over parts):
 
-1. one schedule per *part* at the exact budget, every rank on that part: each tower (when the search
-   has several), the attention kinds (q, k, v, o), the MLP kinds, the lower and the upper half of the
-   layers;
-2. once those finished (at rung 0, beside uniform's rung-0 run), the *combination* of the winners:
-   of each factor (tower, kind family, layer half) the part that beat uniform by the most, all of
-   them at once (e.g. the language tower's attention). A factor with no part above uniform is left
-   whole. Where that part cannot hold the whole budget, the projection fills it to the grid's top
-   rank and spreads the rest.
+1. the towers (when the search has several): the whole budget on each in turn;
+2. the kinds within the best part so far: attention (q, k, v, o), then MLP;
+3. the layers within the best part so far: the lower, then the upper half.
+
+A stage's shapes train at rung 0 beside uniform's rung-0 run; once they all finished, the best one
+becomes the part the next stage narrows if it beat the part it narrowed (uniform at first), else that
+part stays. On fashion-vqa at rank 2 that walks: the language tower (+1 point at 200 steps), then its
+attention, then a half of its layers. A shape whose part cannot hold the whole budget within the
+budget band on the grid is not asked (the projection would blend it towards uniform).
 
 Every shape is a 0/1 vector of the hierarchical space (coarse weights per tower and layer group times
 fine weights per tower and kind), so it is an ordinary point of the search: TPE and the performance
@@ -60,7 +62,14 @@ def _is_tower(tower: str) -> Callable[[str, int], bool]:
 
 
 def single_shapes(space: HierarchicalSpace) -> list[Shape]:
-    """The parts a search screens, in order; parts that cannot differ from uniform are left out."""
+    """Every level of every factor over the whole model, in order; parts that cannot hold the budget
+    or cannot differ from uniform are left out."""
+    return _distinct(space, _levels(space))
+
+
+def _levels(space: HierarchicalSpace) -> list[Shape]:
+    """Each factor's levels as masks over the whole model: the towers (when there are several), the
+    attention and MLP kinds, the lower and upper halves of the layers."""
     towers: list[str] = list(dict.fromkeys(s.tower for s in space.sites))  # in the model's order
     kinds = {s.kind for s in space.sites}
     placed = list(zip(space.sites, space.group_of, strict=True))
@@ -91,7 +100,7 @@ def single_shapes(space: HierarchicalSpace) -> list[Shape]:
 
         shapes.append(Shape("lower layers", "layers", _mask(space, half(False), every)))
         shapes.append(Shape("upper layers", "layers", _mask(space, half(True), every)))
-    return _distinct(space, shapes)
+    return shapes
 
 
 def holds_the_budget(space: HierarchicalSpace, shape: Shape) -> bool:
@@ -114,6 +123,22 @@ def _distinct(space: HierarchicalSpace, shapes: Sequence[Shape]) -> list[Shape]:
     return kept
 
 
+def stages(space: HierarchicalSpace) -> list[list[Shape]]:
+    """The factors in the order screening narrows them (tower, kinds, layers), each as its levels."""
+    by_factor: dict[str, list[Shape]] = {}
+    for shape in _levels(space):
+        by_factor.setdefault(shape.factor, []).append(shape)
+    return list(by_factor.values())
+
+
+def narrowed(current: Shape | None, level: Shape) -> Shape:
+    """``level`` within ``current`` (None: the whole model): both parts' sites only."""
+    if current is None:
+        return level
+    vector = tuple(min(a, b) for a, b in zip(current.vector, level.vector, strict=True))
+    return Shape(f"{current.name} + {level.name}", level.factor, vector)
+
+
 def _rung0_scores(trials: Sequence[TrialRecord], direction: Direction) -> dict[tuple[int, ...], float]:
     """Each schedule's objective at rung 0 (oriented: higher is better), by its ranks."""
     sign = 1.0 if direction == "maximize" else -1.0
@@ -121,45 +146,35 @@ def _rung0_scores(trials: Sequence[TrialRecord], direction: Direction) -> dict[t
             if t.rung == 0 and t.state == "succeeded" and t.objective is not None}  # fmt: skip
 
 
-def combined_shape(space: HierarchicalSpace, shapes: Sequence[Shape], trials: Sequence[TrialRecord],
-                   direction: Direction) -> Shape | None:  # fmt: skip
-    """The winners of every factor together, once every single shape and uniform finished at rung 0;
-    None before that, or when fewer than two factors have a part that beat uniform."""
+def next_shape(space: HierarchicalSpace, trials: Sequence[TrialRecord], direction: Direction) -> Shape | None:
+    """The next shape to try, walking the factors in order: each stage tries its levels within the best
+    part so far (the whole model at first); once they all finished at rung 0, the best goes on if it beat
+    the part it narrowed (uniform at first). None while a stage's shapes are still running (the strategy
+    proposes meanwhile) and once every stage is done."""
     scores = _rung0_scores(trials, direction)
-    baseline = scores.get(space.uniform().ranks)
-    ranks = {shape.name: space.to_schedule(shape.vector).ranks for shape in shapes}
-    if baseline is None or any(r not in scores for r in ranks.values()):
-        return None
-    winners: dict[str, Shape] = {}
-    for shape in shapes:
-        score = scores[ranks[shape.name]]
-        best = winners.get(shape.factor)
-        if score > baseline and (best is None or score > scores[ranks[best.name]]):
-            winners[shape.factor] = shape
-    if len(winners) < 2:
-        return None
-    chosen = list(winners.values())
-    vector = tuple(min(values) for values in zip(*(s.vector for s in chosen), strict=True))
-    # A combination too small to hold the budget is still asked: the projection fills its sites to
-    # their caps and spreads the rest (a tilt towards the winners rather than all of it on them).
-    return Shape(" + ".join(s.name for s in chosen), "combined", vector)
+    tried = {t.schedule.ranks for t in trials}
+    best: Shape | None = None
+    best_score = scores.get(space.uniform().ranks)
+    for stage in stages(space):
+        current = space.uniform().ranks if best is None else space.to_schedule(best.vector).ranks
+        narrower = (narrowed(best, level) for level in stage)
+        candidates = [c for c in narrower if holds_the_budget(space, c)]
+        candidates = [c for c in candidates if space.to_schedule(c.vector).ranks != current]
+        ranks = [space.to_schedule(c.vector).ranks for c in candidates]
+        for candidate, r in zip(candidates, ranks, strict=True):
+            if r not in tried:
+                return candidate
+        if best_score is None or any(r not in scores for r in ranks):
+            return None  # this stage's results (or uniform's) are not in yet
+        for candidate, r in zip(candidates, ranks, strict=True):
+            if scores[r] > best_score:
+                best, best_score = candidate, scores[r]
+    return None
 
 
 def screening_proposal(
     context: SearchContext, trials: Sequence[TrialRecord]
 ) -> tuple[RankSchedule, tuple[float, ...]] | None:
-    """The next shape to try (schedule and vector): the first single shape no trial has tried, then the
-    combination of the winners once it can be formed; None when screening has nothing (more) to ask."""
-    space = context.space
-    tried = {t.schedule.ranks for t in trials}
-    shapes = single_shapes(space)
-    for shape in shapes:
-        schedule = space.to_schedule(shape.vector)
-        if schedule.ranks not in tried:
-            return schedule, shape.vector
-    combined = combined_shape(space, shapes, trials, context.direction)
-    if combined is not None:
-        schedule = space.to_schedule(combined.vector)
-        if schedule.ranks not in tried:
-            return schedule, combined.vector
-    return None
+    """The next shape to try as (schedule, vector), or None (see ``next_shape``)."""
+    shape = next_shape(context.space, trials, context.direction)
+    return None if shape is None else (context.space.to_schedule(shape.vector), shape.vector)

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 
 from ranktune.search import screening
-from ranktune.search.grid import RankGrid
 from ranktune.search.schedule import Budget, RankSchedule
 from ranktune.search.space import HierarchicalSpace
 from ranktune.search.strategies import TrialRecord, get_proposer, propose_next
@@ -62,86 +61,85 @@ def test_a_part_too_small_for_the_budget_is_not_screened() -> None:
     ]
 
 
-def history(space: HierarchicalSpace, scores: dict[str, float], uniform: float = 0.80) -> list[TrialRecord]:
-    shapes = {s.name: s for s in screening.single_shapes(space)}
-    trials = [TrialRecord(0, "succeeded", space.uniform(), 0, uniform)]
-    for name, score in scores.items():
-        trials.append(TrialRecord(len(trials), "succeeded", space.to_schedule(shapes[name].vector), 0, score))
-    return trials
+def walk(space: HierarchicalSpace, score: object, limit: int = 20) -> list[tuple[str, float]]:
+    """Screening run to its end, each shape scored by ``score(ranked site names)`` (uniform: 0.80)."""
+    trials = [TrialRecord(0, "succeeded", space.uniform(), 0, 0.80)]
+    asked = []
+    while (shape := screening.next_shape(space, trials, "maximize")) is not None and len(asked) < limit:
+        schedule = space.to_schedule(shape.vector)
+        value = score(ranked(schedule))  # type: ignore[operator]
+        asked.append((shape.name, value))
+        trials.append(TrialRecord(len(trials), "succeeded", schedule, 0, value))
+    return asked
 
 
-def test_the_winners_of_each_factor_are_combined() -> None:
+def language_attention_pays(names: set[str]) -> float:
+    """Fashion-vqa at rank 2 in miniature: the language tower pays, its attention most, vision hurts."""
+    language = {n for n in names if n.startswith("language.")}
+    attention = {n for n in language if n.rsplit(".", 1)[1] in ATTENTION}
+    if any(n.startswith("vision.") for n in names) and not language:
+        return 0.60
+    return (
+        0.80 + 0.05 * (len(language) == len(names)) + 0.03 * (attention == names) - 0.01 * (len(names) < 12)
+    )
+
+
+def test_screening_narrows_one_factor_at_a_time() -> None:
+    space = HierarchicalSpace(sites(), Budget.from_rank(sites(), 2))  # rank 2 on the default grid
+    asked = walk(space, language_attention_pays)
+    assert [name for name, _ in asked] == [
+        "tower vision", "tower language",  # towers: language wins (0.85 > 0.80)
+        "tower language + attention", "tower language + mlp",  # its kinds: attention wins (0.88)
+        "tower language + attention + lower layers", "tower language + attention + upper layers",
+    ]  # fmt: skip
+    language, attention = screening.stages(space)[0][1], screening.stages(space)[1][0]
+    best = space.to_schedule(screening.narrowed(language, attention).vector)
+    assert ranked(best) == {s.name for s in space.sites if s.tower == "language" and s.kind in ATTENTION}
+    assert space.budget.admits(best.parameter_count)
+
+
+def test_a_part_that_does_not_beat_the_one_it_narrows_stays_whole() -> None:
+    """Nothing beats uniform: every stage asks its levels over the whole model, none narrows."""
     space = context().space
-    shapes = screening.single_shapes(space)
-    scores = {"tower vision": 0.60, "tower language": 0.85, "attention": 0.83, "mlp": 0.78,
-              "lower layers": 0.79, "upper layers": 0.78}  # fmt: skip
-    combined = screening.combined_shape(space, shapes, history(space, scores), "maximize")
-    assert combined is not None and combined.name == "tower language + attention"
-    schedule = space.to_schedule(combined.vector)
-    assert space.budget.admits(schedule.parameter_count)
-    assert ranked(schedule) == {s.name for s in space.sites if s.tower == "language" and s.kind in ATTENTION}
-    # Minimizing a loss: the lowest values win.
-    losses = {name: 2.0 - value for name, value in scores.items()}
-    combined = screening.combined_shape(space, shapes, history(space, losses, uniform=1.2), "minimize")
-    assert combined is not None and combined.name == "tower language + attention"
+    asked = walk(space, lambda names: 0.70)
+    assert [name for name, _ in asked] == [s.name for s in screening.single_shapes(space)]
 
 
-def test_a_combination_too_small_for_the_budget_is_a_tilt_towards_it() -> None:
-    """At rank 16 everywhere the language attention cannot take the whole budget on grid ranks up to
-    32: the projection fills it and spreads the rest, so the combination still leans on it."""
-    found = sites()
-    space = HierarchicalSpace(found, Budget.from_rank(found, 16), RankGrid((0, 2, 4, 8, 16, 32)))
-    shapes = screening.single_shapes(space)
-    scores = dict.fromkeys((s.name for s in shapes), 0.5) | {"tower language": 0.85, "attention": 0.83}
-    combined = screening.combined_shape(space, shapes, history(space, scores), "maximize")
-    assert combined is not None and not screening.holds_the_budget(space, combined)
-    schedule = space.to_schedule(combined.vector)
-    assert space.budget.admits(schedule.parameter_count)
-
-    def share(s: RankSchedule) -> float:
-        cost = [site.params_per_rank * r for site, r in zip(s.sites, s.ranks, strict=True)]
-        part = [
-            c
-            for site, c in zip(s.sites, cost, strict=True)
-            if site.tower == "language" and site.kind in ATTENTION
-        ]
-        return sum(part) / sum(cost)
-
-    assert share(schedule) > share(space.uniform()) + 0.2
-
-
-def test_no_combination_until_every_shape_finished_or_when_one_factor_wins() -> None:
+def test_a_stage_waits_for_its_results() -> None:
     space = context().space
+    uniform = TrialRecord(0, "succeeded", space.uniform(), 0, 0.80)
     shapes = screening.single_shapes(space)
-    scores = {"tower vision": 0.60, "tower language": 0.85, "attention": 0.83, "mlp": 0.78,
-              "lower layers": 0.79}  # fmt: skip
-    assert screening.combined_shape(space, shapes, history(space, scores), "maximize") is None
-    one_winner = {**scores, "attention": 0.70, "upper layers": 0.78}
-    assert screening.combined_shape(space, shapes, history(space, one_winner), "maximize") is None
+    running = [
+        TrialRecord(i + 1, "running", space.to_schedule(s.vector), 0) for i, s in enumerate(shapes[:2])
+    ]
+    assert screening.next_shape(space, [uniform, *running], "maximize") is None, "the towers are running"
+    finished = [replace(t, state="succeeded", objective=0.9 - 0.1 * i) for i, t in enumerate(running)]
+    following = screening.next_shape(space, [uniform, *finished], "maximize")
+    assert following is not None and following.name == "tower vision + attention"
+    losses = [replace(t, objective=1.0 - t.objective) for t in finished]  # type: ignore[operator]
+    base = replace(uniform, objective=0.2)
+    minimized = screening.next_shape(space, [base, *losses], "minimize")
+    assert minimized is not None and minimized.name == "tower vision + attention"
 
 
 def test_screening_comes_after_uniform_and_before_the_strategy() -> None:
     ctx = replace(context(seed=3), screen=True)
     space, proposer = ctx.space, get_proposer("random")
-    shapes = screening.single_shapes(space)
-    scores = iter([0.60, 0.85, 0.83, 0.78, 0.79, 0.78])
     trials: list[TrialRecord] = []
-    for number in range(len(shapes) + 3):
+    for number in range(4):
         proposal = propose_next(proposer, ctx, number, tuple(trials))
-        if 1 <= number <= len(shapes):
-            shape = shapes[number - 1]
+        if number in (1, 2):
+            shape = screening.single_shapes(space)[number - 1]
             assert proposal.schedule == space.to_schedule(shape.vector) and proposal.vector == shape.vector
             assert proposal.proxy_seed == ctx.seed  # the same data order as uniform's
-        score = 0.80 if number == 0 else next(scores, 0.7)
-        trials.append(TrialRecord(number, "succeeded", proposal.schedule, proposal.proxy_seed, score,
+        state, value = ("running", None) if number else ("succeeded", 0.8)
+        trials.append(TrialRecord(number, state, proposal.schedule, proposal.proxy_seed, value,  # type: ignore[arg-type]
                                   vector=proposal.vector))  # fmt: skip
     assert trials[0].schedule == space.uniform()
-    combined = trials[len(shapes) + 1].schedule
-    assert ranked(combined) == {s.name for s in space.sites if s.tower == "language" and s.kind in ATTENTION}
-    later = trials[len(shapes) + 2].schedule
-    assert later not in {t.schedule for t in trials[: len(shapes) + 2]}, "then the strategy's own"
+    shapes = {space.to_schedule(s.vector) for s in screening.single_shapes(space)}
+    assert trials[3].schedule not in shapes | {space.uniform()}, "towers running: the strategy's own"
     without = propose_next(proposer, context(seed=3), 1, tuple(trials[:1]))
-    assert without.schedule != space.to_schedule(shapes[0].vector), "off unless the search asks for it"
+    assert without.schedule != space.to_schedule(screening.single_shapes(space)[0].vector), "off by default"
 
 
 @pytest.mark.parametrize("parallel", [1, 3])
@@ -150,7 +148,9 @@ def test_a_screened_search_never_repeats_a_shape(parallel: int) -> None:
 
     ctx = replace(context(seed=1), screen=True)
     found = run_search(get_proposer("perfmodel"), ctx, trials=14, parallel=parallel)
-    shapes = {ctx.space.to_schedule(s.vector) for s in screening.single_shapes(ctx.space)}
+    towers = {
+        ctx.space.to_schedule(s.vector) for s in screening.single_shapes(ctx.space) if s.factor == "tower"
+    }
     tried = [t.schedule for t in found]
-    assert shapes <= set(tried)
-    assert all(tried.count(s) == 1 for s in shapes)
+    assert towers <= set(tried)
+    assert all(tried.count(s) == 1 for s in towers)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from ranktune.search.schedule import RankSchedule
-from ranktune.search.screening import ATTENTION_KINDS
 from tests.service.api import Api, spec
 
 
@@ -17,39 +16,28 @@ def adapted(schedule: dict[str, Any]) -> set[tuple[str, str]]:
     return {(s.tower, s.kind) for s, r in zip(parsed.sites, parsed.ranks, strict=True) if r > 0}
 
 
-def test_a_screened_search_asks_the_coarse_questions_first(api: Api) -> None:
-    search = api.submit(strategy="random", max_trials=10, parallelism=1, screen=True, budget={"rank": 2})
-    assert search["spec"]["screen"] is True
+def test_a_screened_search_narrows_one_factor_at_a_time(api: Api) -> None:
+    """The tiny VLM at rank 2: the towers first (its two-site projector cannot hold the budget alone),
+    then the kinds within the tower that won, each at the exact budget."""
+    api.submit(strategy="random", max_trials=10, parallelism=1, screen=True, budget={"rank": 2})
     uniform = api.claim()
     assert uniform is not None and uniform["trial_number"] == 0
     assert api.complete(uniform, 0.50).status_code == 200
-    # The tiny VLM's shapes: the vision tower, the language tower (its two-site projector cannot hold
-    # the budget alone), attention, MLP, lower and upper layers.
-    seen, scores = [], {"vision": 0.30, "language": 0.60, "attention": 0.55, "mlp": 0.45}
-    for number in range(1, 7):
+    language_attention = {("language", k) for k in ("q", "k", "v", "o")}
+    asked = []
+    for number in (1, 2, 3):
         job = api.claim()
         assert job is not None and job["trial_number"] == number and job["kind"] == "proxy"
         assert job["proxy"]["seed"] == uniform["proxy"]["seed"]  # paired with uniform's data order
         parts = adapted(job["schedule"])
-        towers, kinds = {t for t, _ in parts}, {k for _, k in parts}
-        if towers == {"vision"}:
-            name = "vision"
-        elif towers == {"language"}:
-            name = "language"
-        elif kinds <= ATTENTION_KINDS:
-            name = "attention"
-        elif not kinds & ATTENTION_KINDS:
-            name = "mlp"
-        else:
-            name = f"layers {number}"
-        seen.append(name)
-        assert api.complete(job, scores.get(name, 0.48)).status_code == 200
-    assert seen[:4] == ["vision", "language", "attention", "mlp"]
-    combined = api.claim()
-    assert combined is not None and combined["trial_number"] == 7
-    assert adapted(combined["schedule"]) == {("language", k) for k in ("q", "k", "v", "o")}
+        asked.append(parts)
+        towers = {t for t, _ in parts}
+        score = 0.7 if parts == language_attention else 0.6 if towers == {"language"} else 0.3
+        assert api.complete(job, score).status_code == 200
+    assert {t for t, _ in asked[0]} == {"vision"} and {t for t, _ in asked[1]} == {"language"}
+    assert asked[1] > language_attention and asked[2] == language_attention
     budget = RankSchedule.from_json(uniform["schedule"]).parameter_count
-    assert 0.97 * budget <= RankSchedule.from_json(combined["schedule"]).parameter_count <= budget
+    assert 0.97 * budget <= RankSchedule.from_json(job["schedule"]).parameter_count <= budget
 
 
 def test_cascade_screens_unless_told_not_to(api: Api) -> None:
