@@ -88,7 +88,7 @@ class SiteClass:
 KNOWN_MODEL_TYPES = frozenset(
     {
         "llava", "llava_next", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl", "paligemma",
-        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2",
+        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2",
         "bert", "roberta", "vit", "deit", "dinov2", "clip", "clip_vision_model", "siglip",
         "siglip_vision_model",
     }

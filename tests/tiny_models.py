@@ -56,6 +56,16 @@ def tiny_llama() -> T.PreTrainedModel:
     return T.LlamaForCausalLM(tiny_llama_config())
 
 
+def tiny_gemma3() -> T.PreTrainedModel:
+    """Gemma 3's text model (``gemma3_text``, as google/gemma-3-270m): sliding and full attention."""
+    config = T.Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=64, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    )  # fmt: skip
+    return T.Gemma3ForCausalLM(config)
+
+
 def tiny_bert() -> T.PreTrainedModel:
     """MiniLM's architecture (BERT) at a tiny size, with a classification head that must be skipped."""
     config = T.BertConfig(
@@ -87,6 +97,7 @@ TINY_MODELS: dict[str, Callable[[], T.PreTrainedModel]] = {
     "idefics3": tiny_idefics3,
     "qwen2_vl": tiny_qwen2_vl,
     "llama": tiny_llama,
+    "gemma3": tiny_gemma3,
     "gpt2": tiny_gpt2,
     "bert": tiny_bert,
     "vit": tiny_vit,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from ranktune.service.cli import client, demo, plan, server, train
+from ranktune.service.cli import client, demo, gguf, plan, server, train
 
 app = typer.Typer(
     name="ranktune",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.command()(plan.plan)
 app.command()(train.train)
+app.command("import-gguf")(gguf.import_gguf)
 app.command()(demo.demo)
 app.command()(server.serve)
 app.command("optuna-sync")(server.optuna_sync)

@@ -59,14 +59,16 @@ def no_stray_workers() -> Iterator[None]:
             process.wait(timeout=30)
 
 
-def start_worker(server: LiveServer, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def start_worker(
+    server: LiveServer, tmp_path: Path, *args: str, device: str = "cpu"
+) -> subprocess.Popen[str]:
     command = [
         RANKTUNE,
         "worker",
         "--server",
         server.url,
         "--device",
-        "cpu",
+        device,
         "--spool",
         str(tmp_path / "spool"),
         *args,
@@ -114,6 +116,21 @@ def test_worker_runs_a_search_to_the_end(server: LiveServer, tmp_path: Path) -> 
         workers = client.get("/workers").json()["workers"]
         assert [w["name"] for w in workers] == ["cpu-worker"] and workers[0]["trials_done"] == 2
     assert not list((tmp_path / "spool").glob("*.json")), "every report was acknowledged"
+
+
+@pytest.mark.gpu
+def test_a_cuda_worker_runs_a_search_to_the_end(server: LiveServer, tmp_path: Path) -> None:
+    with api(server) as client:
+        search = submit(client, max_trials=3)
+        worker = start_worker(server, tmp_path, "--max-trials", "3", "--name", "gpu-worker", device="cuda")
+        output, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, output
+        assert client.get(f"/searches/{search['id']}").json()["trials"]["succeeded"] == 3
+        for trial in trials(client, search["id"]):
+            assert 0.0 <= trial["objective"] <= 1.0 and trial["worker_name"] == "gpu-worker"
+            assert trial["device"].startswith("cuda") and trial["peak_memory_bytes"] > 0
+        workers = client.get("/workers").json()["workers"]
+        assert [w["device"].startswith("cuda") for w in workers] == [True] and workers[0]["trials_done"] == 3
 
 
 def test_the_importance_probe_trains_reports_and_steers_the_next_schedule(

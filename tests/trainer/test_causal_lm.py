@@ -135,6 +135,28 @@ def test_eval_loss_and_exact_match_after_overfitting(tmp_path: Path, qwen: Path)
     assert exact.outcomes is not None and exact.outcomes.dtype == bool
 
 
+def test_evaluation_in_chunks_under_the_logits_budget_gives_the_same_figures(
+    tmp_path: Path, qwen: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large vocabulary (Gemma 3's 262,144 words) must not need all rows' logits at once."""
+    task = lm_task(write_dataset(tmp_path / "pc", colour_rows("completion")), qwen)
+    torch.manual_seed(0)
+    model = task.build_model()
+    whole_loss, whole_match = task.evaluate_outcomes(model), task.exact_match_outcomes(model)
+    calls: list[int] = []
+    forward = model.forward
+
+    def counted(*args: object, **kwargs: torch.Tensor) -> object:  # no logits_to_keep: greedy's fallback
+        calls.append(len(kwargs["input_ids"]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counted)
+    monkeypatch.setattr(causal_lm, "LOGITS_BUDGET", model.config.vocab_size)  # one row at a time
+    torch.testing.assert_close(task.evaluate_outcomes(model), whole_loss)
+    assert calls == [1] * task.split_size("val")
+    assert torch.equal(task.exact_match_outcomes(model), whole_match)
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 PC = {"prompt": "what is the colour of the sky ?", "completion": " blue"}

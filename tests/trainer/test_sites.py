@@ -23,6 +23,7 @@ EXPECTED = {
     "qwen2_vl": {"vision": (8, {"qkv", "o", "fc1", "fc2"}), "projector": (2, {"fc1", "fc2"}),
                  "language": (14, {"q", "k", "v", "o", "gate", "up", "down"})},
     "llama": {"language": (21, {"q", "k", "v", "o", "gate", "up", "down"})},
+    "gemma3": {"language": (14, {"q", "k", "v", "o", "gate", "up", "down"})},
     "gpt2": {"language": (8, {"qkv", "o", "fc1", "fc2"})},  # transformers' Conv1D, not nn.Linear
     "bert": {"language": (12, {"q", "k", "v", "o", "fc1", "fc2"})},
     "vit": {"vision": (12, {"q", "k", "v", "o", "fc1", "fc2"})},

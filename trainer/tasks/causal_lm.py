@@ -19,6 +19,7 @@ Metrics:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 DEFAULT_MAX_SEQ_LEN = 512
+LOGITS_BUDGET = 2**27  # logits one evaluation forward pass may hold (512 MiB in fp32)
 MAX_ANSWER_TOKENS = 64
 IGNORE = -100  # the label of a token the loss skips
 log = logging.getLogger("ranktune.task")
@@ -112,18 +114,32 @@ def trim(batch: Batch) -> Batch:
 
 
 def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of every next-token prediction, and where the loss is on it (labels set)."""
+    """Cross-entropy of every next-token prediction, and where the loss is on it (labels set).
+
+    Without gradients (evaluation) the rows go through in chunks of at most ``LOGITS_BUDGET`` logits:
+    a 262,144-word vocabulary (Gemma 3) over 256 rows of 200 tokens would otherwise need 51 GiB.
+    """
+    import torch
     import torch.nn.functional as F
 
     batch = to_device(trim(batch), model_device(model))
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
+    rows, length = batch["input_ids"].shape
+    vocab = int(getattr(model.config.get_text_config(), "vocab_size", 0) or 1)  # type: ignore[union-attr,operator]
+    step = rows if torch.is_grad_enabled() else max(1, LOGITS_BUDGET // max(1, length * vocab))
+    losses = []
+    for start in range(0, rows, step):
+        logits = model(
+            input_ids=batch["input_ids"][start : start + step],
+            attention_mask=batch["attention_mask"][start : start + step],
+            use_cache=False,
+        ).logits
+        labels = batch["labels"][start : start + step, 1:]
+        losses.append(F.cross_entropy(
+            logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="none"
+        ).view(labels.shape))  # fmt: skip
+        del logits
     labels = batch["labels"][:, 1:]
-    losses = F.cross_entropy(
-        logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="none"
-    )
-    return losses.view(labels.shape), labels != IGNORE
+    return torch.cat(losses), labels != IGNORE
 
 
 def greedy(
@@ -138,11 +154,20 @@ def greedy(
     device = model_device(model)
     ids, mask = input_ids.to(device), attention_mask.to(device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    # Only the last position's logits are read: with a large vocabulary the prompt's would dominate memory.
+    last_only = (
+        {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    )
     past = None
     tokens = []
     for _ in range(steps):
         output = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_name: past}
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{cache_name: past},
+            **last_only,
         )
         past = getattr(output, cache_name)
         ids = output.logits[:, -1].argmax(dim=-1, keepdim=True)
