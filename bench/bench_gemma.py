@@ -78,6 +78,33 @@ def evaluate(task: Any, model: Any) -> dict[str, float]:
             "examples": n}  # fmt: skip
 
 
+def first_token_agreement(task: Any, model: Any, examples: int = 256) -> float:
+    """How often greedy decoding's first answer token (prompts left-padded in batches, KV cache) equals
+    the teacher-forced argmax at the same place (one unpadded prompt at a time): 1.0 unless batched
+    decoding goes wrong on this device (a check on exact_match)."""
+    import torch
+
+    from ranktune.trainer.tasks.causal_lm import greedy
+
+    rows = [e for e in task.examples["test"][:examples] if e.answer]
+    device = next(model.parameters()).device
+    agree = 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for start in range(0, len(rows), EVAL_BATCH):
+            chunk = rows[start : start + EVAL_BATCH]
+            width = max(len(e.prompt) for e in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, example in enumerate(chunk):
+                ids[row, width - len(example.prompt) :] = torch.tensor(example.prompt)
+                mask[row, width - len(example.prompt) :] = 1
+            batched = greedy(model, ids, mask, 1)[:, 0].tolist()
+            for example, token in zip(chunk, batched, strict=True):
+                alone = model(input_ids=torch.tensor([example.prompt], device=device)).logits[0, -1]
+                agree += int(alone.argmax()) == token
+    return agree / len(rows)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -122,10 +149,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(device)
         result = proxy_finetune(task, sched, method, settings=settings, device=str(device), eval_split="test")
         match, n = result.metrics["exact_match"], result.examples
+        agreement = first_token_agreement(task, result.model) if result.model is not None else None
         report["runs"].append({
             "name": name, "eval_loss": result.metrics["eval_loss"], "eval_loss_se": result.metric_se,
             "exact_match": match, "exact_match_se": binomial_se(match, n), "examples": n,
-            "wall_s": round(result.wall_time_s, 1), "precision": result.precision,
+            "wall_s": round(result.wall_time_s, 1), "precision": result.precision, "agreement": agreement,
             "trainable_params": result.trainable_params, "adapter_params": result.adapter_params,
             "peak_memory_gib": None if result.peak_memory_bytes is None else result.peak_memory_bytes / 2**30,
         })  # fmt: skip
@@ -182,8 +210,10 @@ def render(report: dict[str, Any], argv: list[str] | None) -> str:
             f"{r['trainable_params']:,}" if "trainable_params" in r else "-",
             f"{r['wall_s']:.1f}" if "wall_s" in r else "-",
             f"{r['peak_memory_gib']:.2f}" if r.get("peak_memory_gib") is not None else "-",
+            f"{100 * r['agreement']:.0f}" if r.get("agreement") is not None else "-",
         ])  # fmt: skip
-    header = ["run", "test eval_loss", "exact match %", "trainable params", "train+eval s", "peak GiB"]
+    header = ["run", "test eval_loss", "exact match %", "trainable params", "train+eval s", "peak GiB",
+              "greedy = teacher-forced %"]  # fmt: skip
     times = report["step_time"]
     ratio = times["cpu"] / times["gpu"] if "gpu" in times else float("nan")
     splits = report["splits"]
