@@ -218,8 +218,9 @@ class SearchCreate(StrictModel):
     )
     screen: bool | None = Field(
         default=None,
-        description="Propose the coarse shapes first (every rank on one tower, on attention or MLP, on "
-        "the lower or upper layers; then the winners together); default: on for strategy cascade",
+        description="Propose coarse shapes first, one factor at a time, each with the whole budget on "
+        "one part: the towers, then attention or MLP within the best part, then its lower or upper "
+        "layers; default: on for strategy cascade",
     )
     confirm: ConfirmSpec | None = None
     max_attempts: int = Field(default=3, ge=1, le=100)
