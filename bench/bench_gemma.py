@@ -84,7 +84,7 @@ def first_token_agreement(task: Any, model: Any, examples: int = 256) -> float:
     decoding goes wrong on this device (a check on exact_match)."""
     import torch
 
-    from ranktune.trainer.tasks.causal_lm import greedy
+    from ranktune.trainer.tasks.causal_lm import greedy, left_padded
 
     rows = [e for e in task.examples["test"][:examples] if e.answer]
     device = next(model.parameters()).device
@@ -92,12 +92,7 @@ def first_token_agreement(task: Any, model: Any, examples: int = 256) -> float:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for start in range(0, len(rows), EVAL_BATCH):
             chunk = rows[start : start + EVAL_BATCH]
-            width = max(len(e.prompt) for e in chunk)
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, example in enumerate(chunk):
-                ids[row, width - len(example.prompt) :] = torch.tensor(example.prompt)
-                mask[row, width - len(example.prompt) :] = 1
+            ids, mask = left_padded([e.prompt for e in chunk], int(task.tokenizer.pad_token_id or 0))
             batched = greedy(model, ids, mask, 1)[:, 0].tolist()
             for example, token in zip(chunk, batched, strict=True):
                 alone = model(input_ids=torch.tensor([example.prompt], device=device)).logits[0, -1]

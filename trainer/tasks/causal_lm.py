@@ -142,6 +142,19 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
     return torch.cat(losses), labels != IGNORE
 
 
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts as one batch padded on the left (ids and attention mask), as ``greedy`` takes them."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
 def greedy(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, steps: int
 ) -> torch.Tensor:
@@ -306,17 +319,11 @@ class CausalLMTask(Task):
         return torch.tensor(right, dtype=torch.bool)
 
     def _matches(self, model: nn.Module, examples: Sequence[Example]) -> list[bool]:
-        import torch
 
         scored = [e for e in examples if e.answer]
         if not scored:
             return [False] * len(examples)
-        width = max(len(e.prompt) for e in scored)
-        ids = torch.full((len(scored), width), int(self.tokenizer.pad_token_id or 0))
-        mask = torch.zeros((len(scored), width), dtype=torch.long)
-        for row, example in enumerate(scored):
-            ids[row, width - len(example.prompt) :] = torch.tensor(example.prompt)
-            mask[row, width - len(example.prompt) :] = 1
+        ids, mask = left_padded([e.prompt for e in scored], int(self.tokenizer.pad_token_id or 0))
         generated = greedy(model, ids, mask, max(len(e.answer) for e in scored))
         matches = iter(
             generated[row, : len(e.answer)].tolist() == list(e.answer) for row, e in enumerate(scored)
