@@ -42,11 +42,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lease_profile import find_py_spy, recording, summary
 from lease_rig import (  # bench/ is on the path when this file runs as a script
     ROOT,
     PostgresDatabase,
@@ -198,8 +199,16 @@ def measured_cpu(phase: Phase, server_pid: int | None, database_name: str | None
 
 
 def drive(
-    server: Server, tokens: dict[str, str], workers: int, seconds: float, phase: Phase, db: str | None
+    server: Server,
+    tokens: dict[str, str],
+    workers: int,
+    seconds: float,
+    phase: Phase,
+    db: str | None,
+    profile: tuple[str, Path] | None = None,
 ) -> None:
+    """Submit a search, warm up for 1 s, then measure ``seconds`` of the 64-worker loop; with
+    ``profile`` (py-spy, output file) the server is sampled meanwhile."""
     status, _ = Http(server.port, tokens["user"]).post("/api/v1/searches", SPEC)
     assert status == 201, status
     lock = threading.Lock()
@@ -217,11 +226,14 @@ def drive(
         return body
 
     run_threads(workers, 1.0, loop(Phase("warm-up")))
-    with measured_cpu(phase, server.process.pid, db):
+    sampled = recording(profile[0], server.process.pid, seconds, profile[1]) if profile else nullcontext()
+    with measured_cpu(phase, server.process.pid, db), sampled:
         phase.seconds = run_threads(workers, seconds, loop(phase))
 
 
-def ranktune_phase(backend: str, variant: Variant, workers: int, seconds: float) -> Phase:
+def ranktune_phase(
+    backend: str, variant: Variant, workers: int, seconds: float, profile: tuple[str, Path] | None = None
+) -> Phase:
     phase = Phase(f"ranktune {variant.label}, {'PostgreSQL' if backend == 'postgresql' else 'SQLite'}")
     with database(backend) as (url, db_name):
         ranktune(variant, url, "db", "upgrade")
@@ -231,7 +243,7 @@ def ranktune_phase(backend: str, variant: Variant, workers: int, seconds: float)
         }
         server = Server(variant, url)
         try:
-            drive(server, tokens, workers, seconds, phase, db_name)
+            drive(server, tokens, workers, seconds, phase, db_name, profile)
         finally:
             server.stop()
         phase.db_double_claims = db_double_claims(url)
@@ -347,19 +359,35 @@ def main() -> None:
     )
     parser.add_argument("--phases", default="postgresql,sqlite,optuna", help="a subset, comma-separated")
     parser.add_argument("--write", action="store_true", help="record the table in bench/RESULTS.md")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the server with py-spy into DIR (one file per phase) and summarise",
+    )
+    parser.add_argument("--py-spy", help="the py-spy executable (default: on PATH)")
     args = parser.parse_args()
+    py_spy = find_py_spy(args.py_spy) if args.profile else None
     args.seconds = min(args.seconds, 20.0)
     backends = [name for name in args.phases.split(",") if name in ("postgresql", "sqlite")]
     with tempfile.TemporaryDirectory(prefix="bench-leases-") as scratch:
         sources: dict[str, Path] = {}
         variants = [parse_variant(v, sources, Path(scratch)) for v in args.variant or [""]]
         totals: dict[str, Phase] = {}
-        for _ in range(args.rounds):
-            runs: list[Callable[[], Phase]] = [
-                functools.partial(ranktune_phase, backend, variant, args.workers, args.seconds)
-                for backend in backends
-                for variant in variants
-            ]
+        profiles: list[tuple[str, Path]] = []
+        for round_ in range(args.rounds):
+            runs: list[Callable[[], Phase]] = []
+            for backend in backends:
+                for number, variant in enumerate(variants):
+                    profile = None
+                    if py_spy is not None:
+                        out = args.profile / f"{backend}-variant{number}-round{round_}.txt"
+                        profile = (py_spy, out)
+                        profiles.append((f"{variant.label}, {backend}, round {round_ + 1}", out))
+                    runs.append(
+                        functools.partial(
+                            ranktune_phase, backend, variant, args.workers, args.seconds, profile
+                        )
+                    )
             if "optuna" in args.phases.split(","):
                 runs.append(functools.partial(optuna_phase, args.workers, args.seconds))
             for run in runs:
@@ -370,6 +398,8 @@ def main() -> None:
     reference = next((p for p in phases if p.name.startswith("optuna")), None)
     result = table(phases, reference)
     print(result)
+    for label, out in profiles:
+        print(f"\nProfile of the server ({label}; {out}):\n\n{summary(out)}")
     if args.write:
         record(result, args)
 

@@ -9,6 +9,7 @@ string logic so that ``search/`` stays free of torch; walking a real model lives
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Sequence
@@ -53,10 +54,7 @@ class AdapterSite:
         return self.in_features + self.out_features
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if not self.fan_in_fan_out:
-            del data["fan_in_fan_out"]  # sites of nn.Linear keep the JSON they had before Conv1D sites
-        return data
+        return dict(_site_json(self))  # a copy: the caller may change it
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AdapterSite:
@@ -72,6 +70,16 @@ class AdapterSite:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SiteError(f"site: malformed site record {data!r} ({e})", field="sites") from e
+
+
+@functools.lru_cache(maxsize=65_536)
+def _site_json(site: AdapterSite) -> dict[str, Any]:
+    """A site's JSON, built once per distinct site: every stored schedule lists every site, and
+    ``dataclasses.asdict`` was the largest single cost of queueing a trial (bench/bench_leases.py)."""
+    data = asdict(site)
+    if not site.fan_in_fan_out:
+        del data["fan_in_fan_out"]  # sites of nn.Linear keep the JSON they had before Conv1D sites
+    return data
 
 
 @dataclass(frozen=True)

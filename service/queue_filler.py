@@ -38,7 +38,9 @@ def fill_once(app: FastAPI, tick_s: float = TICK_S, slice_s: float = SLICE_S) ->
             for search_id in list(short):
                 until = min(deadline, time.monotonic() + slice_s)
                 try:
-                    added = refill.fill(session, search_id, utcnow(), until=until)
+                    added = refill.fill(
+                        session, search_id, utcnow(), until=until, wait_ms=refill.FILL_LOCK_WAIT_MS
+                    )
                 except Exception:  # one search's failure must not starve the others
                     session.rollback()
                     log.exception("queue filler: top-up failed", extra={"search": search_id})

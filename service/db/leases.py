@@ -8,6 +8,10 @@
   attempt are stale (409); a repeated result for the lease's own attempt changes nothing (200).
 - An expired lease puts its trial back in the queue until ``max_attempts``, then fails it.
 - Lock order, to stay deadlock-free on PostgreSQL: search, trial, lease, worker.
+- A result (complete, fail) locks its trial and lease only, never the search row: 64 workers of one
+  search would otherwise queue on that row (measured: complete p50 1.4 s, and the claims and heartbeats
+  waiting behind them for connections). Proposing the trial that takes the freed slot is a second,
+  non-blocking transaction (``refill.after_result``); the queue filler does what it skips.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from ranktune.service import engine
 from ranktune.service.db.engine import begin_write
@@ -188,8 +192,9 @@ class _Locked:
     lease: Lease
 
 
-def _lock(session: Session, lease_id: str, attempt: int) -> _Locked:
-    """Lease, trial and search of ``lease_id``, locked in the global order; checks the attempt."""
+def _lock(session: Session, lease_id: str, attempt: int, search_too: bool = True) -> _Locked:
+    """Lease, trial and (with ``search_too``) search of ``lease_id``, locked in the global order;
+    checks the attempt. Without ``search_too`` the search row is read, not locked."""
     found = session.execute(
         select(Lease.trial_id, Trial.search_id)
         .join(Trial, Trial.id == Lease.trial_id)
@@ -198,7 +203,12 @@ def _lock(session: Session, lease_id: str, attempt: int) -> _Locked:
     if found is None:
         raise NotFound(f"lease_id: there is no lease {lease_id}", field="lease_id")
     trial_id, search_id = found
-    search = lock_search(session, search_id)
+    if search_too:
+        search = lock_search(session, search_id)
+    else:
+        columns = load_only(Search.id, Search.state, Search.objective_metric)  # not the JSON columns
+        query = select(Search).where(Search.id == search_id).options(columns)
+        search = session.scalars(query.execution_options(populate_existing=True)).one()
     trial = session.scalars(
         select(Trial).where(Trial.id == trial_id).with_for_update().execution_options(populate_existing=True)
     ).one()
@@ -272,11 +282,10 @@ def heartbeat(session: Session, lease_id: str, body: HeartbeatRequest, now: date
             .returning(TRIALS.c.id)
         )
         expires_at = session.scalar(
-            update(Lease)
-            .where(Lease.id == lease_id, Lease.state == "active")
+            update(LEASES)
+            .where(LEASES.c.id == lease_id, LEASES.c.state == "active")
             .values(expires_at=now + timedelta(seconds=ttl))
-            .returning(Lease.expires_at)
-            .execution_options(synchronize_session=False)
+            .returning(LEASES.c.expires_at)
         )
         if running is None or expires_at is None:
             session.rollback()  # cancelled or reaped in between: read again, which now says stop
@@ -371,9 +380,10 @@ def _store_measurements(
 
 
 def complete(session: Session, lease_id: str, body: CompleteRequest, now: datetime) -> tuple[Trial, Search]:
-    """Record a trial's result; idempotent for the lease's own attempt."""
+    """Record a trial's result; idempotent for the lease's own attempt. The freed slot's proposal
+    (or the search's confirmation or end) follows in a transaction of its own."""
     begin_write(session)
-    locked = _lock(session, lease_id, body.attempt)
+    locked = _lock(session, lease_id, body.attempt, search_too=False)
     search, trial, lease = locked.search, locked.trial, locked.lease
     metric = search.objective_metric
     if metric not in body.metrics:
@@ -402,7 +412,6 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
     trial.finished_at = now
     lease.state, lease.ended_at = "completed", now
     worker_finished_trial(session, lease.worker_id, trial.id, done=True, now=now)
-    top_up(session, search, now, limit=RESULT_PROPOSALS)
     session.commit()
     log.info(
         "%s=%g",
@@ -410,13 +419,13 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
         trial.objective,
         extra={"action": "complete", "search": search.id, "trial": trial.id, "worker": trial.worker_name},
     )
-    return trial, search
+    return trial, refill.after_result(session, search, now, RESULT_PROPOSALS)
 
 
 def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> tuple[Trial, Search, bool]:
     """Record a failed attempt: requeue it when retryable and attempts remain, else fail the trial."""
     begin_write(session)
-    locked = _lock(session, lease_id, body.attempt)
+    locked = _lock(session, lease_id, body.attempt, search_too=False)
     search, trial, lease = locked.search, locked.trial, locked.lease
     if lease.state == "failed":
         session.rollback()
@@ -430,7 +439,6 @@ def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> t
         trial.state, trial.finished_at = "failed", now
     lease.state, lease.ended_at = "failed", now
     worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
-    top_up(session, search, now, limit=RESULT_PROPOSALS)
     session.commit()
     log.info(
         "attempt %d failed (%s): %s",
@@ -439,7 +447,7 @@ def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> t
         body.reason,
         extra={"action": "fail", "search": search.id, "trial": trial.id, "worker": trial.worker_name},
     )
-    return trial, search, requeue
+    return trial, refill.after_result(session, search, now, 0 if requeue else RESULT_PROPOSALS), requeue
 
 
 def reap_expired(session: Session, now: datetime) -> int:

@@ -156,3 +156,62 @@ def test_a_claim_waits_for_a_search_another_claim_is_proposing_for(
     counts = api.search(search["id"])["trials"]
     assert counts["queued"] + counts["running"] <= SUBMIT_PROPOSALS + 2
     assert sorted(numbers(api, search["id"])) == list(range(len(numbers(api, search["id"]))))
+
+
+def _hold_search_row(api: Api, search_id: int, hold_s: float) -> tuple[threading.Thread, threading.Event]:
+    """Another transaction (another process's fill or result) holding the search row for ``hold_s``."""
+    holding = threading.Event()
+
+    def hold() -> None:
+        with api.app.state.sessions() as session:  # type: ignore[union-attr]
+            session.begin()
+            session.scalars(select(Search).where(Search.id == search_id).with_for_update()).one()
+            holding.set()
+            time.sleep(hold_s)
+            session.rollback()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    return holder, holding
+
+
+def test_a_result_is_stored_while_its_search_row_is_held_and_the_filler_ends_the_search(
+    api: Api, backend: str
+) -> None:
+    """PostgreSQL: a result locks its trial and lease, not the search row (64 workers of one search
+    queued on it), so it is stored at once while another transaction holds the row; the freed slot's
+    proposal waits at most ``RESULT_LOCK_WAIT_MS`` and is then left to the queue filler, which also ends
+    a search whose last result found the row busy."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no result ever finds a search busy")
+    search = api.submit(max_trials=1, parallelism=1)
+    job = api.claim()
+    assert job is not None
+    hold_s = refill.RESULT_LOCK_WAIT_MS / 1000 + 1.5
+    holder, _ = _hold_search_row(api, search["id"], hold_s)
+    started = time.perf_counter()
+    answer = api.complete(job)
+    waited = time.perf_counter() - started
+    assert answer.status_code == 200, answer.text
+    assert waited < hold_s - 0.5, "the result waited for the search row"
+    with api.session() as session:  # stored, though the search could not be finished meanwhile
+        trial = session.get(Trial, job["trial_id"])
+        assert trial is not None and trial.state == "succeeded" and trial.objective is not None
+    assert api.search(search["id"])["state"] == "running"
+    holder.join(timeout=30)
+    assert api.app is not None
+    fill_once(api.app)  # nothing queued or running: the filler's turn to end it
+    assert api.search(search["id"])["state"] == "finished"
+
+
+def test_a_result_proposes_for_its_slot_when_the_row_frees_within_the_wait(api: Api, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no result ever finds a search busy")
+    search = api.submit(max_trials=100, parallelism=SUBMIT_PROPOSALS)
+    jobs = [api.claim(f"w{i}") for i in range(SUBMIT_PROPOSALS)]
+    assert all(job is not None for job in jobs)
+    holder, _ = _hold_search_row(api, search["id"], refill.RESULT_LOCK_WAIT_MS / 1000 / 4)
+    assert api.complete(jobs[0]).status_code == 200
+    holder.join(timeout=30)
+    assert api.search(search["id"])["trials"]["queued"] == 1, "the slot's trial was proposed"

@@ -40,7 +40,8 @@ def claim_lease(
     """Claim the next queued trial (searches take turns, by priority): 200 with the whole job, or 204
     with Retry-After when nothing is queued and no running search can take another trial now."""
     started = time.perf_counter()
-    leases.reap_expired(session, utcnow())
+    if settings.reap_interval_s <= 0:  # else the sweep thread reaps (service.lease_sweep)
+        leases.reap_expired(session, utcnow())
     job = leases.claim(session, body.worker, settings.heartbeat_interval_s, utcnow())
     metrics.claim_latency.observe(time.perf_counter() - started)
     if job is None:

@@ -1,9 +1,10 @@
 """Proposing the trials a request did not: keeping running searches' queues filled to parallelism.
 
-A submission proposes a few trials and a result one (proposals cost CPU, TPE's more the more trials
-are queued, and they run with the search row locked); ``fill`` proposes the rest, a slice at a
-time, for the server's background loop (``service.queue_filler``), and ``fill_for_claim`` one trial
-for a claim that found nothing queued, so a claim finds work whenever work can be proposed.
+A submission proposes a few trials and a result one, after it is committed and only when the search
+row is free (``after_result``; proposals cost CPU, TPE's more the more trials are queued, and they run
+with the search row locked); ``fill`` proposes the rest, a slice at a time, for the server's
+background loop (``service.queue_filler``), and ``fill_for_claim`` one trial for a claim that found
+nothing queued, so a claim finds work whenever work can be proposed.
 
 Every fill is its own transaction with the search row locked and re-read (``top_up``), so fills in
 several API processes never propose two trials for one number nor go past ``parallelism`` or
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -26,11 +27,18 @@ from ranktune.service.db.repository.trials import top_up
 
 CLAIM_CANDIDATES = 4  # searches a claim tries (busy ones are skipped) before it waits for one
 CLAIM_LOCK_WAIT_MS = 500  # how long a claim waits for a busy search's lock before it answers 204
+# The background filler waits this long for a search's row: results and claims take it for one
+# proposal at a time, so under load a filler that skipped busy rows (SKIP LOCKED) hardly ever got it
+# and the queue ran dry (bench/bench_leases.py: claims proposing for themselves, 204s).
+FILL_LOCK_WAIT_MS = 200
+RESULT_LOCK_WAIT_MS = 200  # a result's proposal waits as long, then leaves it to the filler
 
 
 def short_of_trials(session: Session, limit: int | None = None) -> list[int]:
-    """Running searches still proposing proxy trials with fewer than ``parallelism`` queued or
-    running, the one furthest behind in the fair-share order first."""
+    """Running searches with fewer than ``parallelism`` trials queued or running that still propose
+    proxy trials, or have none queued or running (their confirmation is due, or their end: a result
+    whose top-up found the search busy leaves that to the filler), the one furthest behind in the
+    fair-share order first."""
     active = (
         select(func.count())
         .select_from(Trial)
@@ -40,7 +48,7 @@ def short_of_trials(session: Session, limit: int | None = None) -> list[int]:
     )
     query = (
         select(Search.id)
-        .where(Search.state == "running", Search.trials_created < Search.max_trials)
+        .where(Search.state == "running", or_(Search.trials_created < Search.max_trials, active == 0))
         .where(active < Search.parallelism)
         .order_by(Search.next_claim_order, Search.id)
         .limit(limit)
@@ -68,18 +76,47 @@ def _lock_waiting(session: Session, search_id: int, wait_ms: int) -> Search | No
 
 
 def fill(
-    session: Session, search_id: int, now: datetime, limit: int | None = None, until: float | None = None
+    session: Session,
+    search_id: int,
+    now: datetime,
+    limit: int | None = None,
+    until: float | None = None,
+    wait_ms: int | None = None,
 ) -> int:
     """Top up one search in a transaction of its own (see ``top_up`` for ``limit`` and ``until``);
-    returns the trials queued, 0 when it is busy elsewhere, finished, or has no room."""
+    returns the trials queued, 0 when it is busy elsewhere, finished, or has no room. A busy search
+    is skipped, or with ``wait_ms`` (PostgreSQL) waited for that long."""
     begin_write(session)
-    search = _lock_unless_busy(session, search_id)
+    if wait_ms is not None and session.get_bind().dialect.name == "postgresql":
+        search = _lock_waiting(session, search_id, wait_ms)
+    else:
+        search = _lock_unless_busy(session, search_id)
     if search is None:
         session.rollback()
         return 0
     created = len(top_up(session, search, now, limit=limit, until=until))
     session.commit()
     return created
+
+
+def after_result(session: Session, search: Search, now: datetime, proposals: int) -> Search:
+    """After a result was committed: queue up to ``proposals`` trials for its search, or its
+    confirmation runs, or finish it, in a transaction of its own; returns the search as it stands.
+
+    The search row is waited for up to ``RESULT_LOCK_WAIT_MS`` (PostgreSQL; another result's top-up or
+    a fill holds it for one slice at most); past that this does nothing, and the queue filler proposes
+    what was skipped and finishes a search left with nothing queued or running (``short_of_trials``)."""
+    begin_write(session)
+    if session.get_bind().dialect.name == "postgresql":
+        locked = _lock_waiting(session, search.id, RESULT_LOCK_WAIT_MS)
+    else:
+        locked = _lock_unless_busy(session, search.id)
+    if locked is None:
+        session.rollback()  # a lock timeout aborted the transaction (rare: the caller reloads)
+        return search
+    top_up(session, locked, now, limit=proposals)
+    session.commit()
+    return locked
 
 
 def fill_for_claim(session: Session, now: datetime) -> bool:

@@ -8,8 +8,12 @@ from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ranktune.service.db.models import Worker
+from ranktune.service.db.models import Base, Worker
 from ranktune.service.schemas.leases import WorkerInfo
+
+# Core table for the hot updates: an ORM-enabled UPDATE also builds its cache key and synchronizes the
+# session's objects, several times the statement's own cost (bench/bench_leases.py profile).
+WORKERS = Base.metadata.tables["workers"]
 
 
 def upsert_worker(session: Session, info: WorkerInfo, now: datetime, current_trial_id: int | None) -> int:
@@ -37,18 +41,19 @@ def worker_finished_trial(
     """The worker no longer runs ``trial_id``; count it as done when it delivered a result."""
     if worker_id is None:
         return
+    current = WORKERS.c.current_trial_id
     values: dict[str, object] = {
         "last_seen": now,
-        "current_trial_id": case((Worker.current_trial_id == trial_id, None), else_=Worker.current_trial_id),
+        "current_trial_id": case((current == trial_id, None), else_=current),
     }
     if done:
-        values["trials_done"] = Worker.trials_done + 1
-    session.execute(update(Worker).where(Worker.id == worker_id).values(**values))
+        values["trials_done"] = WORKERS.c.trials_done + 1
+    session.execute(update(WORKERS).where(WORKERS.c.id == worker_id).values(**values))
 
 
 def touch_worker(session: Session, worker_id: int | None, now: datetime) -> None:
     if worker_id is not None:
-        session.execute(update(Worker).where(Worker.id == worker_id).values(last_seen=now))
+        session.execute(update(WORKERS).where(WORKERS.c.id == worker_id).values(last_seen=now))
 
 
 def list_workers(session: Session) -> list[Worker]:
