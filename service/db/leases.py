@@ -24,12 +24,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, load_only
 
 from ranktune.service import engine
 from ranktune.service.db.engine import begin_write
-from ranktune.service.db.models import Base, Lease, Measurement, Search, Trial
+from ranktune.service.db.models import Base, Lease, Search, Trial
 from ranktune.service.db.repository import refill
 from ranktune.service.db.repository.searches import lock_search
 from ranktune.service.db.repository.trials import top_up
@@ -49,6 +50,7 @@ from ranktune.service.searching import stored_spec
 log = logging.getLogger("ranktune.leases")
 TRIALS = Base.metadata.tables["trials"]  # Core table: claims are plain SQL, no ORM bookkeeping
 LEASES = Base.metadata.tables["leases"]
+MEASUREMENTS = Base.metadata.tables["measurements"]
 _CLAIM_RETRIES = 5
 _FAIR_ORDER = (TRIALS.c.claim_order, TRIALS.c.id)  # service.db.fair_share; index ix_trials_claim
 RESULT_PROPOSALS = 1  # a result frees one slot and proposes its trial; repository.refill does the rest
@@ -362,21 +364,16 @@ def _store_measurements(
     """Insert the measurements whose step is new for this attempt (a resent heartbeat adds nothing)."""
     if not measurements:
         return
-    steps = {m.step for m in measurements}
-    known = set(
-        session.scalars(
-            select(Measurement.step).where(
-                Measurement.trial_id == trial_id, Measurement.attempt == attempt, Measurement.step.in_(steps)
-            )
-        )
-    )
-    fresh = {m.step: m for m in measurements if m.step not in known}  # the last of repeated steps wins
-    session.add_all(
-        Measurement(
-            trial_id=trial_id, attempt=attempt, step=m.step, loss=m.loss, metric=m.metric, created_at=now
-        )
+    fresh = {m.step: m for m in measurements}  # the last of repeated steps wins
+    rows = [
+        {"trial_id": trial_id, "attempt": attempt, "step": m.step, "loss": m.loss, "metric": m.metric,
+         "created_at": now}
         for m in fresh.values()
-    )
+    ]  # fmt: skip
+    # One statement: steps stored before (a resent heartbeat) hit the unique (trial, attempt, step).
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(MEASUREMENTS).values(rows)
+    session.execute(statement.on_conflict_do_nothing(index_elements=["trial_id", "attempt", "step"]))
 
 
 def complete(session: Session, lease_id: str, body: CompleteRequest, now: datetime) -> tuple[Trial, Search]:
