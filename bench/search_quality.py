@@ -66,6 +66,7 @@ from bench.search_quality_common import (
     ASHA_STRATEGIES,
     FULL,
     QUICK,
+    RECHECK_STRATEGIES,
     SCREEN_STRATEGIES,
     STRATEGIES,
     TASKS,
@@ -269,7 +270,8 @@ def config_from(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name in ("tasks", "strategies"):
             given = tuple(given.split(","))
-            known = TASKS if f.name == "tasks" else (*STRATEGIES, *SCREEN_STRATEGIES, *ASHA_STRATEGIES)
+            known = TASKS if f.name == "tasks" else (*STRATEGIES, *SCREEN_STRATEGIES, *ASHA_STRATEGIES,
+                                                      *RECHECK_STRATEGIES)  # fmt: skip
             if any(g not in known for g in given):
                 raise SystemExit(f"--{f.name}: choose from {', '.join(known)}, got {','.join(given)}")
         if given is not None and f.name == "fidelity":
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the ~40-minute preset (default: the issue's)")
     parser.add_argument("--tasks", help=f"comma-separated, of {','.join(TASKS)}")
-    plain = ",".join((*STRATEGIES, *SCREEN_STRATEGIES))
+    plain = ",".join((*STRATEGIES, *SCREEN_STRATEGIES, *RECHECK_STRATEGIES))
     parser.add_argument("--strategies", help=f"comma-separated, of {plain} and, with "
                         f"--fidelity, {','.join(ASHA_STRATEGIES)}")  # fmt: skip
     parser.add_argument("--fidelity", metavar="MIN:MAX:ETA", help="rungs of the +asha strategies' "
@@ -298,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for flag in ("trials", "seeds", "steps", "confirm-steps", "confirm-seeds", "top-k", "rank-schedules"):
         parser.add_argument(f"--{flag}", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--recheck", type=int, help="proxies a +recheck search re-runs with another seed "
+                        "before confirmation, ranked by their mean (default 3)")  # fmt: skip
     parser.add_argument("--budget-rank", type=int, help="the budget: uniform LoRA of this rank on every "
                         "site (default 8)")  # fmt: skip
     parser.add_argument("--no-adalora", action="store_true")

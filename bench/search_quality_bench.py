@@ -16,11 +16,12 @@ import numpy as np
 
 from bench.search_quality_common import (
     GRID,
-    SCREEN,
     TASKS,
     Config,
     base_strategy,
     has_probe,
+    has_recheck,
+    has_screen,
     is_asha,
     make_space,
     objective,
@@ -29,7 +30,7 @@ from bench.search_quality_common import (
     trial_steps,
 )
 from bench.search_quality_runs import RunStore, in_pool, run_key
-from ranktune.search.confirm import SEED_OFFSET, ConfirmRun, plan
+from ranktune.search.confirm import SEED_OFFSET, ConfirmRun, plan, recheck_plan
 from ranktune.search.schedule import RankSchedule
 from ranktune.search.space import HierarchicalSpace
 from ranktune.search.strategies import SearchContext, TrialRecord, get_proposer, propose_next
@@ -124,7 +125,7 @@ def make_context(model: str, task: str, strategy: str, seed: int, config: Config
         spec["max_trials"] = min(10_000, math.ceil(proxy_budget(config) / low))
     if has_probe(strategy):
         spec["probe"] = {}
-    if strategy.endswith(SCREEN):
+    if has_screen(strategy):
         spec["screen"] = True
     return search_context(SearchCreate.model_validate(spec), space)
 
@@ -159,6 +160,11 @@ def run_search(runner: Runner, context: SearchContext, strategy: str, bar: Any) 
         best = f"{objective(proxy_best(history)):.3f}"
         bar.set_postfix(trial=number, val=f"{value:.3f}", best=best, **({"rung": p.rung} if multi else {}))
         bar.update(steps if multi else 1)
+    if has_recheck(strategy):  # as the service's confirm.recheck: after the last proxy trial
+        for again in recheck_plan(history, runner.config.recheck, "maximize"):
+            value = runner.metric(again.schedule, again.proxy_seed, again.steps or runner.config.steps, "val")
+            history.append(replace(again, number=len(history), state="succeeded", objective=value,
+                                   metrics={context.metric: value}))  # fmt: skip
     return history
 
 

@@ -24,6 +24,8 @@ PROBE = "+probe"  # a label's suffix: the search starts with the importance prob
 CASCADE = "cascade"  # the service's strategy: perfmodel over rungs after the probe (needs Config.fidelity)
 SCREEN = "+screen"  # a label's suffix: the search screens the coarse shapes first (search.screening)
 SCREEN_STRATEGIES = ("perfmodel" + SCREEN,)
+RECHECK = "+recheck"  # a label's last suffix: the best Config.recheck proxies re-run with another seed
+RECHECK_STRATEGIES = ("perfmodel" + RECHECK, "perfmodel" + SCREEN + RECHECK)
 ASHA_STRATEGIES = (*(s + ASHA for s in STRATEGIES if s != "uniform"), "perfmodel" + ASHA + PROBE, CASCADE)
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8
@@ -49,6 +51,7 @@ class Config:
     device: str = "cpu"
     fidelity: tuple[int, int, int] | None = None  # (min steps, max steps, eta) of the +asha strategies
     budget_rank: int = BUDGET_RANK  # the budget: uniform LoRA of this rank on every site
+    recheck: int = 3  # proxies a +recheck search re-runs before confirmation (spec confirm.recheck)
 
 
 FULL = Config()  # the issue's protocol
@@ -56,19 +59,32 @@ QUICK = Config(tasks=("tiny-vlm",), trials=12, seeds=1, confirm_steps=600, confi
                rank_schedules=4)  # fmt: skip
 
 
+def has_recheck(strategy: str) -> bool:
+    return strategy.endswith(RECHECK)
+
+
+def searched(strategy: str) -> str:
+    """The label without ``+recheck``: what the search itself runs, up to its last proxy trial."""
+    return strategy.removesuffix(RECHECK)
+
+
 def is_asha(strategy: str) -> bool:
-    return ASHA in strategy or strategy == CASCADE
+    return ASHA in strategy or searched(strategy) == CASCADE
 
 
 def has_probe(strategy: str) -> bool:
-    return strategy.endswith(PROBE) or strategy == CASCADE
+    return searched(strategy).endswith(PROBE) or searched(strategy) == CASCADE
+
+
+def has_screen(strategy: str) -> bool:
+    return searched(strategy).endswith(SCREEN)
 
 
 def base_strategy(strategy: str) -> str:
     """The proposer a label runs: ``perfmodel+asha`` runs ``perfmodel`` with the config's rungs,
     ``perfmodel+asha+probe`` the same after the probe, ``perfmodel+screen`` after the shapes;
-    ``cascade`` is the service's own name for rungs, probe and shapes."""
-    return strategy.removesuffix(SCREEN).removesuffix(PROBE).removesuffix(ASHA)
+    ``cascade`` is the service's own name for rungs, probe and shapes; ``+recheck`` adds rechecks."""
+    return searched(strategy).removesuffix(SCREEN).removesuffix(PROBE).removesuffix(ASHA)
 
 
 def rungs(config: Config) -> Fidelity | None:

@@ -107,9 +107,10 @@ def read_spec(path: Path) -> dict[str, Any]:
 
 
 def planned_trials(search: dict[str, Any]) -> int:
-    """Proxy trials plus, with confirmation, at most (top_k + 1) · seeds confirmation runs."""
+    """Proxy trials plus, with confirmation, its rechecks and at most (top_k + 1) · seeds confirmation
+    runs."""
     confirm = (search.get("spec") or {}).get("confirm")
-    extra = (confirm["top_k"] + 1) * confirm["seeds"] if confirm else 0
+    extra = (confirm["top_k"] + 1) * confirm["seeds"] + confirm.get("recheck", 0) if confirm else 0
     return int(search["max_trials"]) + extra
 
 

@@ -141,6 +141,13 @@ class ConfirmSpec(StrictModel):
     top_k: int = Field(default=3, ge=1, le=100)
     steps: int = Field(default=1000, ge=1, le=1_000_000)
     seeds: int = Field(default=3, ge=1, le=100)
+    recheck: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="First train the best this-many proxy schedules once more at their proxy length with "
+        "another seed; confirmation then ranks schedules by the mean of their proxy runs (0: off)",
+    )
 
 
 CASCADE = "cascade"  # the strategy that brings its own fidelity and probe (search.engine.CascadeProposer)

@@ -357,3 +357,30 @@ def test_a_screen_label_screens_the_shapes_first() -> None:
     uniform = TrialRecord(0, "succeeded", space.uniform(), 0, 0.8)
     first = propose_next(get_proposer("perfmodel"), screened, 1, (uniform,))
     assert first.schedule == space.to_schedule(single_shapes(space)[0].vector)
+
+
+def test_a_recheck_label_reruns_the_best_proxies_and_plans_by_their_means() -> None:
+    """``perfmodel+screen+recheck`` is the same search as ``perfmodel+screen`` up to its last proxy
+    trial, then re-runs the ``config.recheck`` best with another seed, as the service's confirm.recheck."""
+    from ranktune.search.confirm import RECHECK_SEED_OFFSET, ranked
+
+    config = common.Config(tasks=("tiny-vlm",), strategies=("perfmodel+screen+recheck",), trials=10, steps=12,
+                           recheck=2)  # fmt: skip
+    space = common.make_space(*common.TASKS["tiny-vlm"])
+    plain = make_context(*common.TASKS["tiny-vlm"], "perfmodel+screen", 0, config, space)
+    checked = make_context(*common.TASKS["tiny-vlm"], "perfmodel+screen+recheck", 0, config, space)
+    assert checked == plain, "the same search up to its last proxy trial"
+    assert common.base_strategy("perfmodel+screen+recheck") == "perfmodel" and checked.screen
+    runner = SyntheticRunner(config, len(space.sites))
+    history = run_search(runner, plain, "perfmodel+screen", NoBar())  # type: ignore[arg-type]
+    runner = SyntheticRunner(config, len(space.sites))
+    rechecked = run_search(runner, checked, "perfmodel+screen+recheck", NoBar())  # type: ignore[arg-type]
+    assert [t.schedule for t in rechecked[:10]] == [t.schedule for t in history]
+    best = ranked(history, "maximize")[:2]
+    assert [(t.number, t.schedule, t.proxy_seed) for t in rechecked[10:]] == [
+        (10 + i, b.schedule, b.proxy_seed + RECHECK_SEED_OFFSET) for i, b in enumerate(best)
+    ]
+    assert len(runner.calls) == 12
+    flags = argparse.Namespace(quick=False, strategies="perfmodel+screen+recheck", recheck=4,
+                               no_adalora=False, no_eva=False)  # fmt: skip
+    assert bench.config_from(flags).recheck == 4

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from ranktune.search.confirm import SEED_OFFSET, ConfirmResult, plan, summarize
+from ranktune.search.confirm import (
+    RECHECK_SEED_OFFSET,
+    SEED_OFFSET,
+    ConfirmResult,
+    plan,
+    ranked,
+    recheck_plan,
+    summarize,
+)
 from ranktune.search.dynamic import reallocate
 from ranktune.search.pruning import FinishedCurve, PrunerSettings, should_prune
 from ranktune.search.strategies import TrialRecord
@@ -50,10 +60,31 @@ def test_confirmation_plan_takes_uniform_then_the_best_distinct_schedules() -> N
     records.append(TrialRecord(4, "succeeded", records[2].schedule, 0, 0.95))  # same schedule as trial 2
     runs = plan(records, context().space.uniform(), top_k=2, seeds=2, direction="maximize", base_seed=7)
     seeds = (7 + SEED_OFFSET, 8 + SEED_OFFSET)
-    assert [(r.confirms, r.seed) for r in runs] == [(n, seed) for n in (0, 4, 1) for seed in seeds]
+    # Trial 2's schedule counts once, with the mean of its two runs, under its first number.
+    assert [(r.confirms, r.seed) for r in runs] == [(n, seed) for n in (0, 2, 1) for seed in seeds]
     assert runs[0].schedule == context().space.uniform()
     low = plan(records, context().space.uniform(), top_k=1, seeds=1, direction="minimize", base_seed=0)
     assert [r.confirms for r in low] == [0, 3]
+
+
+def test_a_recheck_reranks_by_the_mean_of_a_schedules_proxy_runs() -> None:
+    records = _records([0.5, 0.8, 0.9, 0.6])
+    again = recheck_plan(records, 2, "maximize")
+    expected = [(2, RECHECK_SEED_OFFSET, "queued"), (1, RECHECK_SEED_OFFSET, "queued")]
+    assert [(t.number, t.proxy_seed, t.state) for t in again] == expected
+    assert [t.schedule for t in again] == [records[2].schedule, records[1].schedule]
+    # Trial 2's second run was unlucky: its mean (0.75) falls below trial 1's (0.8 and 0.82).
+    records += [replace(again[0], number=4, state="succeeded", objective=0.6),
+                replace(again[1], number=5, state="succeeded", objective=0.82)]  # fmt: skip
+    assert [(t.number, t.objective) for t in ranked(records, "maximize")] == [
+        (1, pytest.approx(0.81)), (2, pytest.approx(0.75)), (3, 0.6), (0, 0.5)
+    ]  # fmt: skip
+    runs = plan(records, context().space.uniform(), top_k=1, seeds=1, direction="maximize", base_seed=0)
+    assert [r.confirms for r in runs] == [0, 1]
+    assert recheck_plan(records, 0, "maximize") == []
+    # With rungs, a schedule's runs at different rungs stay apart: the top rung ranks first.
+    top = TrialRecord(6, "succeeded", records[3].schedule, 0, 0.1, rung=1)
+    assert [t.number for t in ranked([*records, top], "maximize")][:2] == [6, 1]
 
 
 def test_summary_names_the_best_mean_and_its_gain() -> None:

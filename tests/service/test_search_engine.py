@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ranktune.search.confirm import RECHECK_SEED_OFFSET
 from ranktune.search.paired import encode_outcomes
 from ranktune.search.schedule import RankSchedule
 from tests.service.api import Api, spec
@@ -152,6 +153,39 @@ def test_confirmation_reruns_the_best_and_uniform_and_names_the_winner(api: Api)
     assert best["trial"]["number"] == 2
     export = api.get(f"/searches/{search['id']}/export/peft").json()
     assert export["trial_number"] == 2
+
+
+def test_rechecks_rerun_the_best_proxies_and_the_confirmation_ranks_by_their_means(api: Api) -> None:
+    search = api.submit(
+        strategy="random",
+        max_trials=4,
+        parallelism=2,
+        confirm={"top_k": 1, "steps": 700, "seeds": 1, "recheck": 2},
+    )
+    proxies = {}
+    for accuracy in (0.50, 0.80, 0.78, 0.60):
+        job = run_trial(api, accuracy)
+        proxies[job["trial_number"]] = (accuracy, job)
+    rechecks = [api.claim("r0"), api.claim("r1")]
+    assert api.claim("r2") is None, "the confirmation waits for the rechecks"
+    again = {}
+    for job in rechecks:
+        assert job is not None and job["kind"] == "proxy" and job["eval_split"] == "val"
+        assert job["trial_number"] in (4, 5)
+        original = next(n for n, (_, p) in proxies.items() if p["schedule"] == job["schedule"])
+        assert original in (1, 2), "the two best proxies are re-run"
+        assert job["proxy"]["seed"] == proxies[original][1]["proxy"]["seed"] + RECHECK_SEED_OFFSET
+        again[original] = job
+    # Trial 1 (0.80) was lucky: its second run scores 0.70 (mean 0.75); trial 2's 0.79 (mean 0.785).
+    assert api.complete(again[1], 0.70).status_code == 200
+    assert api.search(search["id"])["trials"]["queued"] == 0, "no confirmation before the last recheck"
+    assert api.complete(again[2], 0.79).status_code == 200
+    confirms = [api.claim("c0"), api.claim("c1")]
+    assert all(job is not None and job["kind"] == "confirm" for job in confirms)
+    assert {t["confirms"] for t in api.trials(search["id"]) if t["kind"] == "confirm"} == {0, 2}
+    for job in confirms:
+        assert job is not None and api.complete(job, 0.7).status_code == 200
+    assert api.search(search["id"])["state"] == "finished"
 
 
 def test_confirmation_with_outcomes_reports_the_paired_interval(api: Api) -> None:

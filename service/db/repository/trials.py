@@ -134,9 +134,15 @@ def top_up(
             session, search, spec, count if limit is None else min(count, limit), now, until
         )
     if active > 0 and search.trials_created == search.max_trials:
-        return []  # confirmation waits for the last proxy trial: it ranks them all
-    runs = _confirm_plan(session, search, spec)
+        return []  # confirmation (and its rechecks) wait for the last proxy trial: it ranks them all
+    rechecks = _recheck_plan(session, search, spec)
     done = search.trials_created - search.max_trials
+    if done < len(rechecks):
+        return _queue_rechecks(session, search, spec, rechecks[done : done + max(room, 0)], now)
+    done -= len(rechecks)
+    if active > 0 and done == 0 and rechecks:
+        return []  # the confirmation plan ranks by the rechecks' means: it waits for the last one
+    runs = _confirm_plan(session, search, spec)
     if done >= len(runs):
         if active == 0:
             finish(session, search, now, confirmed=bool(runs))
@@ -151,6 +157,29 @@ def top_up(
         )
     session.flush()
     log.info("queued %d confirmation run(s)", len(created), extra={"action": "top_up", "search": search.id})
+    return created
+
+
+def _recheck_plan(session: Session, search: Search, spec: SearchCreate) -> list[TrialRecord]:
+    """The proxy trials ``confirm.recheck`` re-runs with another seed, from the search's own proxy
+    trials (not the rechecks: the plan stays the same while they run)."""
+    if spec.confirm is None or spec.confirm.recheck == 0:
+        return []
+    own = [t for t in trial_records(session, search.id) if t.number < search.max_trials]
+    return confirm.recheck_plan(own, spec.confirm.recheck, spec.objective.direction)
+
+
+def _queue_rechecks(
+    session: Session, search: Search, spec: SearchCreate, rechecks: list[TrialRecord], now: datetime
+) -> list[Trial]:
+    order = fair_share.virtual_time(session) if rechecks else 0.0
+    created = []
+    for r in rechecks:  # the same rung, length and config as the trial it re-runs
+        config = r.number if r.config is None else r.config
+        created.append(_add_trial(session, search, spec, order, "proxy", r.schedule, r.proxy_seed, now,
+                                  vector=r.vector, rung=r.rung, config=config, steps=r.steps))  # fmt: skip
+    session.flush()
+    log.info("queued %d recheck(s)", len(created), extra={"action": "top_up", "search": search.id})
     return created
 
 
