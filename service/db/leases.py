@@ -444,7 +444,9 @@ def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> t
         body.reason,
         extra={"action": "fail", "search": search.id, "trial": trial.id, "worker": trial.worker_name},
     )
-    return trial, refill.after_result(session, search, now, 0 if requeue else RESULT_PROPOSALS), requeue
+    if requeue:  # its slot is taken again by the trial itself: nothing to propose or finish
+        return trial, search, requeue
+    return trial, refill.after_result(session, search, now, RESULT_PROPOSALS), requeue
 
 
 def reap_expired(session: Session, now: datetime) -> int:
