@@ -11,6 +11,7 @@ import pytest
 from ranktune.search.confirm import RECHECK_SEED_OFFSET
 from ranktune.search.paired import encode_outcomes
 from ranktune.search.schedule import RankSchedule
+from ranktune.service.api_client import planned_trials
 from tests.service.api import Api, spec
 
 
@@ -185,7 +186,11 @@ def test_rechecks_rerun_the_best_proxies_and_the_confirmation_ranks_by_their_mea
     assert {t["confirms"] for t in api.trials(search["id"]) if t["kind"] == "confirm"} == {0, 2}
     for job in confirms:
         assert job is not None and api.complete(job, 0.7).status_code == 200
-    assert api.search(search["id"])["state"] == "finished"
+    found = api.search(search["id"])
+    assert found["state"] == "finished"
+    # The CLI's progress bar counts proxies, rechecks and the most confirmation runs there can be.
+    assert planned_trials(found) == len(api.trials(search["id"])) == 4 + 2 + 2
+    assert planned_trials({**found, "spec": {**found["spec"], "confirm": {"top_k": 1, "seeds": 1}}}) == 6
 
 
 def test_confirmation_with_outcomes_reports_the_paired_interval(api: Api) -> None:
