@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, load_only
@@ -187,6 +187,23 @@ def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, no
     return job
 
 
+# Built once: a statement's cache key (SQLAlchemy's compiled-statement cache) is memoized on the
+# statement object, and computing it for this three-table join on every heartbeat was 5% of the
+# server's CPU under load (bench/bench_leases.py --profile).
+_HEARTBEAT_READ = (
+    select(Lease.trial_id, Lease.attempt, Lease.state, Lease.worker_id)
+    .add_columns(Trial.state, Trial.attempt, Search.id, Search.state, Search.lease_ttl_s)
+    .join(Trial, Trial.id == Lease.trial_id)
+    .join(Search, Search.id == Trial.search_id)
+    .where(Lease.id == bindparam("lease_id"))
+)
+_RESULT_READ = (
+    select(Lease.trial_id, Trial.search_id)
+    .join(Trial, Trial.id == Lease.trial_id)
+    .where(Lease.id == bindparam("lease_id"))
+)
+
+
 @dataclass
 class _Locked:
     search: Search
@@ -197,11 +214,7 @@ class _Locked:
 def _lock(session: Session, lease_id: str, attempt: int, search_too: bool = True) -> _Locked:
     """Lease, trial and (with ``search_too``) search of ``lease_id``, locked in the global order;
     checks the attempt. Without ``search_too`` the search row is read, not locked."""
-    found = session.execute(
-        select(Lease.trial_id, Trial.search_id)
-        .join(Trial, Trial.id == Lease.trial_id)
-        .where(Lease.id == lease_id)
-    ).first()
+    found = session.execute(_RESULT_READ, {"lease_id": lease_id}).first()
     if found is None:
         raise NotFound(f"lease_id: there is no lease {lease_id}", field="lease_id")
     trial_id, search_id = found
@@ -248,13 +261,7 @@ def heartbeat(session: Session, lease_id: str, body: HeartbeatRequest, now: date
     a cancel or reap that lands in between makes an update match nothing, and the re-read says stop.
     """
     begin_write(session)
-    found = session.execute(
-        select(Lease.trial_id, Lease.attempt, Lease.state, Lease.worker_id)
-        .add_columns(Trial.state, Trial.attempt, Search.id, Search.state, Search.lease_ttl_s)
-        .join(Trial, Trial.id == Lease.trial_id)
-        .join(Search, Search.id == Trial.search_id)
-        .where(Lease.id == lease_id)
-    ).first()
+    found = session.execute(_HEARTBEAT_READ, {"lease_id": lease_id}).first()
     if found is None:
         raise NotFound(f"lease_id: there is no lease {lease_id}", field="lease_id")
     trial_id, attempt, lease_state, worker_id, trial_state, trial_attempt, search_id, search_state, ttl = (
