@@ -351,6 +351,9 @@ window.RT = window.RT || {};
     if (t.kind === "proxy" && isNum(t.steps)) {  // a multi-fidelity search: the rung and its length
       kind = "rung " + t.rung + " · " + t.steps + " steps" + (t.rung > 0 && isNum(t.config) ? " of #" + t.config : "");
     }
+    if (t.kind === "proxy" && view.search && t.number >= view.search.max_trials && isNum(t.config)) {
+      kind = "recheck of #" + t.config + (isNum(t.steps) ? " · rung " + t.rung : "");  // confirm.recheck
+    }
     const stateCell = el("td", {}, [RT.stateBadge(t.state, t.reason)]);
     if (t.reason) stateCell.append(el("div", { className: "muted", text: t.reason }));
     const number = el("td", { className: "num" }, [document.createTextNode(String(t.number))]);

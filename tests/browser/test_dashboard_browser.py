@@ -299,3 +299,27 @@ def test_dashboard_shows_each_trials_rung(browser: Browser, site: Site) -> None:
         expected = f"rung {t['rung']} · {t['steps']} steps" + (f" of #{t['config']}" if t["rung"] else "")
         assert cell.text_content() == expected
     assert not watch.errors and not watch.dialogs and not watch.offsite
+
+
+def test_dashboard_marks_rechecks(browser: Browser, site: Site) -> None:
+    with httpx.Client(base_url=site.url, timeout=30) as client:
+        user, worker = Api(client, token=site.user_token), Api(client, token=site.worker_token)
+        confirm = {"top_k": 1, "steps": 30, "seeds": 1, "recheck": 2}
+        search_id = user.submit(name="rechecks", strategy="random", max_trials=3, parallelism=1,
+                                confirm=confirm)["id"]  # fmt: skip
+        while (job := worker.claim()) is not None:
+            assert worker.complete(job, 0.5 + job["trial_number"] / 100).status_code == 200
+        trials = user.trials(search_id)
+    rechecks = [t for t in trials if t["kind"] == "proxy" and t["number"] >= 3]
+    assert [t["config"] for t in rechecks] == [2, 1], "the two best proxies, best first"
+    page, watch = open_page(browser, site)
+    page.goto(f"{site.url}/#/searches/{search_id}")
+    sign_in(page, site.user_token)
+    page.wait_for_selector(f"#trials-table tr[data-number='{rechecks[-1]['number']}']")
+    for t in trials:
+        cell = page.locator(f"#trials-table tr[data-number='{t['number']}'] td").nth(2)
+        expected = {"confirm": f"confirm of #{t['confirms']}", "proxy": "proxy"}[t["kind"]]
+        if t in rechecks:
+            expected = f"recheck of #{t['config']}"
+        assert cell.text_content() == expected
+    assert not watch.errors and not watch.dialogs and not watch.offsite
