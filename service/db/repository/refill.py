@@ -1,7 +1,7 @@
 """Proposing the trials a request did not: keeping running searches' queues filled to parallelism.
 
-A submission proposes a few trials and a result one, after it is committed and only when the search
-row is free (``after_result``; proposals cost CPU, TPE's more the more trials are queued, and they run
+A submission proposes a few trials and a result one, after the result is committed and if the search
+row frees within ``RESULT_LOCK_WAIT_MS`` (``after_result``; proposals cost CPU, TPE's more the more trials are queued, and they run
 with the search row locked); ``fill`` proposes the rest, a slice at a time, for the server's
 background loop (``service.queue_filler``), and ``fill_for_claim`` one trial for a claim that found
 nothing queued, so a claim finds work whenever work can be proposed.
