@@ -1,16 +1,16 @@
 """Proposing the trials a request did not: keeping running searches' queues filled to parallelism.
 
-A submission proposes a few trials and a result one, after the result is committed and if the search
-row frees within ``RESULT_LOCK_WAIT_MS`` (``after_result``; proposals cost CPU, TPE's more the more trials are queued, and they run
-with the search row locked); ``fill`` proposes the rest, a slice at a time, for the server's
-background loop (``service.queue_filler``), and ``fill_for_claim`` one trial for a claim that found
-nothing queued, so a claim finds work whenever work can be proposed.
+A submission proposes a few trials; a result one, after the result is committed and if the search row
+frees within ``RESULT_LOCK_WAIT_MS`` (``after_result``; proposals cost CPU, TPE's more the more trials
+are queued, and they run with the search row locked); ``fill`` proposes the rest, a slice at a time,
+for the server's background loop (``service.queue_filler``), and ``fill_for_claim`` one trial for a
+claim that found nothing queued, so a claim finds work whenever work can be proposed.
 
 Every fill is its own transaction with the search row locked and re-read (``top_up``), so fills in
 several API processes never propose two trials for one number nor go past ``parallelism`` or
-``max_trials``. On PostgreSQL the lock is taken with SKIP LOCKED: a search another process is
-filling, or whose result is being recorded, is skipped rather than waited for. SQLite has one writer
-at a time anyway.
+``max_trials``. On PostgreSQL a claim's fill skips a search whose row another transaction holds (SKIP
+LOCKED) before it waits for one; the background filler and a result's proposal wait at most
+``FILL_LOCK_WAIT_MS`` / ``RESULT_LOCK_WAIT_MS``. SQLite has one writer at a time anyway.
 """
 
 from __future__ import annotations
