@@ -290,15 +290,22 @@ def test_dashboard_shows_each_trials_rung(browser: Browser, site: Site) -> None:
         trials = user.trials(search_id)
     promoted = [t for t in trials if t["rung"] > 0 and t["config"] != 0]
     assert promoted, trials
+    shown = kind_column(browser, site, search_id, trials)
+    for t in trials:
+        expected = f"rung {t['rung']} · {t['steps']} steps" + (f" of #{t['config']}" if t["rung"] else "")
+        assert shown[t["number"]] == expected
+
+
+def kind_column(browser: Browser, site: Site, search_id: int, trials: list[dict[str, Any]]) -> dict[int, str]:
+    """The trials table's kind column on the search's page, by trial number (no page errors)."""
     page, watch = open_page(browser, site)
     page.goto(f"{site.url}/#/searches/{search_id}")
     sign_in(page, site.user_token)
-    page.wait_for_selector(f"#trials-table tr[data-number='{promoted[0]['number']}']")
-    for t in trials:
-        cell = page.locator(f"#trials-table tr[data-number='{t['number']}'] td").nth(2)
-        expected = f"rung {t['rung']} · {t['steps']} steps" + (f" of #{t['config']}" if t["rung"] else "")
-        assert cell.text_content() == expected
+    page.wait_for_selector(f"#trials-table tr[data-number='{trials[-1]['number']}']")
+    row = "#trials-table tr[data-number='{}'] td"
+    shown = {t["number"]: page.locator(row.format(t["number"])).nth(2).text_content() or "" for t in trials}
     assert not watch.errors and not watch.dialogs and not watch.offsite
+    return shown
 
 
 def test_dashboard_marks_rechecks(browser: Browser, site: Site) -> None:
@@ -312,14 +319,9 @@ def test_dashboard_marks_rechecks(browser: Browser, site: Site) -> None:
         trials = user.trials(search_id)
     rechecks = [t for t in trials if t["kind"] == "proxy" and t["number"] >= 3]
     assert [t["config"] for t in rechecks] == [2, 1], "the two best proxies, best first"
-    page, watch = open_page(browser, site)
-    page.goto(f"{site.url}/#/searches/{search_id}")
-    sign_in(page, site.user_token)
-    page.wait_for_selector(f"#trials-table tr[data-number='{rechecks[-1]['number']}']")
+    shown = kind_column(browser, site, search_id, trials)
     for t in trials:
-        cell = page.locator(f"#trials-table tr[data-number='{t['number']}'] td").nth(2)
         expected = {"confirm": f"confirm of #{t['confirms']}", "proxy": "proxy"}[t["kind"]]
         if t in rechecks:
             expected = f"recheck of #{t['config']}"
-        assert cell.text_content() == expected
-    assert not watch.errors and not watch.dialogs and not watch.offsite
+        assert shown[t["number"]] == expected
