@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, load_only
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, load_only
 from ranktune.service import engine
 from ranktune.service.db.engine import begin_write
 from ranktune.service.db.models import Base, Lease, Search, Trial
+from ranktune.service.db.reaping import reap_expired
 from ranktune.service.db.repository import refill
 from ranktune.service.db.repository.searches import lock_search
 from ranktune.service.db.repository.trials import top_up
@@ -48,6 +49,7 @@ from ranktune.service.schemas.leases import (
 from ranktune.service.searching import stored_spec
 
 log = logging.getLogger("ranktune.leases")
+__all__ = ["claim", "complete", "fail", "heartbeat", "reap_expired"]
 TRIALS = Base.metadata.tables["trials"]  # Core table: claims are plain SQL, no ORM bookkeeping
 LEASES = Base.metadata.tables["leases"]
 MEASUREMENTS = Base.metadata.tables["measurements"]
@@ -454,55 +456,3 @@ def fail(session: Session, lease_id: str, body: FailRequest, now: datetime) -> t
     if requeue:  # its slot is taken again by the trial itself: nothing to propose or finish
         return trial, search, requeue
     return trial, refill.after_result(session, search, now, RESULT_PROPOSALS), requeue
-
-
-def reap_expired(session: Session, now: datetime) -> int:
-    """Expire every active lease past its ``expires_at``; returns how many were expired."""
-    expired = session.execute(
-        select(Trial.search_id, Lease.trial_id, Lease.id)
-        .join(Trial, Trial.id == Lease.trial_id)
-        .where(Lease.state == "active", Lease.expires_at < now)
-    ).all()
-    session.rollback()  # end the read; SQLite needs the write transaction to start afresh
-    if not expired:
-        return 0
-    begin_write(session)
-    reaped = 0
-    touched: dict[int, Search] = {}
-    for search_id, trial_id, lease_id in sorted(expired):
-        search = touched.get(search_id) or lock_search(session, search_id)
-        touched[search_id] = search
-        trial = session.get(Trial, trial_id, with_for_update=True, populate_existing=True)
-        lease = session.get(Lease, lease_id, with_for_update=True, populate_existing=True)
-        assert trial is not None and lease is not None
-        if lease.state != "active" or lease.expires_at >= now:
-            continue  # another replica reaped it, or a heartbeat just extended it
-        _expire(session, search, trial, lease, now)
-        reaped += 1
-    for search in touched.values():
-        top_up(session, search, now, limit=0)  # proposing is for refill and claims, never the sweep
-    session.commit()
-    return reaped
-
-
-def _expire(session: Session, search: Search, trial: Trial, lease: Lease, now: datetime) -> None:
-    lease.state, lease.ended_at = "expired", now
-    worker_finished_trial(session, lease.worker_id, trial.id, done=False, now=now)
-    if trial.state != "running" or trial.attempt != lease.attempt:
-        return
-    session.flush()
-    times = session.scalar(
-        select(func.count()).select_from(Lease).where(Lease.trial_id == trial.id, Lease.state == "expired")
-    )
-    if trial.attempt >= trial.max_attempts:
-        trial.state, trial.finished_at = "failed", now
-        trial.reason = (
-            f"lease expired {times} time{'s' if times != 1 else ''} (max_attempts {trial.max_attempts})"
-        )
-    else:
-        trial.state, trial.step, trial.worker_name = "queued", None, None
-        trial.reason = f"lease of attempt {lease.attempt} expired"
-    log.warning(
-        trial.reason,
-        extra={"action": "reap", "search": search.id, "trial": trial.id, "worker": lease.worker_id},
-    )
