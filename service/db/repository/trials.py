@@ -172,7 +172,9 @@ def _recheck_plan(session: Session, search: Search, spec: SearchCreate) -> list[
 def _queue_rechecks(
     session: Session, search: Search, spec: SearchCreate, rechecks: list[TrialRecord], now: datetime
 ) -> list[Trial]:
-    order = fair_share.virtual_time(session) if rechecks else 0.0
+    if not rechecks:  # no room until a running trial ends
+        return []
+    order = fair_share.virtual_time(session)
     created = []
     for r in rechecks:  # the same rung, length and config as the trial it re-runs
         config = r.number if r.config is None else r.config
