@@ -21,10 +21,16 @@ def demo(
     exit_when_done: Annotated[
         bool, typer.Option("--exit", help="Return when done instead of serving")
     ] = False,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0, help="The search's seed (its proposals and proxy runs): another seed, another search"
+        ),
+    ] = 0,
 ) -> None:
     """Run a real rank search end to end: embedded server, local worker, tiny VLM, confirmation."""
     from ranktune.service.demo import run_demo
 
-    search = run_demo(out, out_dir, port, exit_when_done)
+    search = run_demo(out, out_dir, port, exit_when_done, seed=seed)
     if search["state"] != "finished":
         raise typer.Exit(1)

@@ -58,7 +58,7 @@ def test_demo_searches_confirms_and_exports(tmp_path: Path, capsys: pytest.Captu
     progress = capsys.readouterr().err  # not a terminal: a line per finished trial instead of a bar
     assert "0/5 trials done" in progress and "5/5 trials done" in progress
     assert "best schedule (trial" in text and "language" in text
-    assert "confirmed accuracy" in text and "uniform rank-8 LoRA" in text
+    assert "confirmed accuracy" in text and "uniform rank-2 LoRA" in text
     winner = search["result"]["winner"]["trial_number"]
     if winner != 0:  # a schedule won: paired with uniform over 1 seed x 800 examples
         assert search["result"]["paired"]["method"] == "examples (one seed)"
