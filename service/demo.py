@@ -5,8 +5,9 @@ processes (``ranktune worker``, as on GPU nodes, one per trial in flight, one CP
 logs go to ``worker-N.log`` there) run a search on ``builtin:tiny-vlm`` + ``builtin:digits-vqa`` at
 the budget of uniform rank-2 LoRA with the best measured recipe at a tight budget (``perfmodel`` with
 shape screening, its two best proxies re-run with another seed), then confirm the best schedule
-against uniform at a longer length with six seeds, paired by seed and test question. The summary shows the winner as a
-heatmap, its confirmed accuracy against uniform LoRA, and where its PEFT config was written; the
+against uniform at a longer length with six seeds, paired by seed and test question. The summary
+shows the winner as a heatmap, its confirmed accuracy against uniform LoRA, and where its PEFT config
+was written; the
 dashboard keeps serving until Ctrl-C (or returns at once with ``--exit``). The database is kept, so
 a later demo warm-starts its performance model from the earlier ones (transfer).
 """
