@@ -30,20 +30,27 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results_md import command_line, machine, publish, table, wrap
-from bench.search_quality_common import TASKS, Config, make_space
+from bench.search_quality_common import BUDGET_RANK, TASKS, Config, make_space
 from bench.search_quality_runs import RunStore
 
 SEED_OFFSET = 1000  # search.confirm.SEED_OFFSET: confirmation seeds start here (checked in main)
 
 
 def winners(protocol: dict[str, Any], task: str, strategy: str) -> dict[int, tuple[int, ...]]:
-    """Search seed → the strategy's proxy-best ranks (ties: the earlier trial), as the protocol chose."""
+    """Search seed → the ranks the strategy's search confirmed (a ``+recheck`` search ranks by the mean of
+    a schedule's proxy runs), else its proxy-best (ties: the earlier trial), as the protocol chose."""
     figures = protocol["tasks"][task]["strategies"].get(strategy)
     if figures is None:
         raise SystemExit(f"--strategy: {strategy!r} is not in the protocol's results for {task}")
     found = {}
     for seed, trials in figures["trials"].items():
-        best = max(trials, key=lambda t: (t["objective"], -t["number"]))
+        by_number = {t["number"]: t for t in trials}
+        confirmed = [n for n in figures.get("confirms", {}).get(seed, []) if n != 0 and n in by_number]
+        best = (
+            by_number[confirmed[0]]
+            if confirmed
+            else max(trials, key=lambda t: (t["objective"], -t["number"]))
+        )
         found[int(seed)] = tuple(best["ranks"])
     return found
 
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol = json.loads(args.protocol.read_text())
     stored = protocol["config"]
     config = Config(steps=stored["steps"], confirm_steps=stored["confirm_steps"], lr=stored["lr"],
-                    batch_size=stored["batch_size"])  # fmt: skip
+                    batch_size=stored["batch_size"],
+                    budget_rank=stored.get("budget_rank", BUDGET_RANK))  # fmt: skip
     model, task_name = TASKS[args.task]
     task = load_task(task_name, model)
     label = f"{model}+{task_name}"
@@ -96,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if reference is None:
         raise SystemExit(f"--store: {args.store} holds no run of {label} on other base weights than "
                          f"{base} (give --fresh-store to train this base's runs again)")  # fmt: skip
-    space = make_space(model, task_name)
+    space = make_space(model, task_name, config.budget_rank)
     runner = Runner(task, config, label, fresh, base=base, data=task.data_sha256())
     old = Runner(task, config, label, store, base=reference, data=task.data_sha256())
     chosen = winners(protocol, args.task, args.strategy)
@@ -129,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reproduced = old_ci[0] <= new_gain <= old_ci[1] and new_ci[0] <= old_gain <= new_ci[1]
     identical = figures["this base"]["values"] == figures["reference"]["values"]
     return {"task": args.task, "strategy": args.strategy, "steps": steps, "search_seeds": seeds,
+            "budget_rank": config.budget_rank,
             "bit_for_bit": identical if reference == base else None,
             "confirm_seeds": args.confirm_seeds, "bases": {"reference": reference, "this base": base},
             "data": task.data_sha256(), "figures": figures, "reproduced": reproduced,
@@ -151,7 +160,8 @@ def render(result: dict[str, Any], command: str) -> str:
         verdict += "; every run bit-for-bit equal" if result["bit_for_bit"] else "; runs differ"
     return wrap("\n".join([
         f"Command: `{command}` ({datetime.date.today().isoformat()}, {machine()}, 1 torch thread)", "",
-        f"Task `{result['task']}`, the `{result['strategy']}` searches' proxy-best schedules (search seeds "
+        f"Task `{result['task']}` at the budget of uniform rank {result.get('budget_rank', BUDGET_RANK)}, "
+        f"the `{result['strategy']}` searches' confirmed schedules (search seeds "
         f"{', '.join(map(str, result['search_seeds']))}) and uniform, {result['confirm_seeds']} confirmation "
         f"seed(s) each, {result['steps']} steps, test split (data sha256 `{result['data'][:12]}`), trained "
         "on two base weights: the stored protocol's and the one this machine built.", "",
@@ -183,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = run(args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    publish(f"Reproduction ({args.task})", render(result, command_line("reproduce.py", argv)), args.write)
+    budget = "" if result["budget_rank"] == BUDGET_RANK else f", budget rank {result['budget_rank']}"
+    heading = f"Reproduction ({args.task}{budget})"
+    publish(heading, render(result, command_line("reproduce.py", argv)), args.write)
 
 
 if __name__ == "__main__":
