@@ -127,6 +127,8 @@ def make_context(model: str, task: str, strategy: str, seed: int, config: Config
         spec["probe"] = {}
     if has_screen(strategy):
         spec["screen"] = True
+    elif base_strategy(strategy) == "perfmodel":
+        spec["screen"] = False  # the service's perfmodel screens by default; a plain label does not
     return search_context(SearchCreate.model_validate(spec), space)
 
 

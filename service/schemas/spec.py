@@ -227,7 +227,7 @@ class SearchCreate(StrictModel):
         default=None,
         description="Propose coarse shapes first, one factor at a time, each with the whole budget on "
         "one part: the towers, then attention or MLP within the best part, then its lower or upper "
-        "layers; default: on for strategy cascade",
+        "layers; default: on for strategies perfmodel and cascade",
     )
     confirm: ConfirmSpec | None = None
     max_attempts: int = Field(default=3, ge=1, le=100)
@@ -265,4 +265,6 @@ class SearchCreate(StrictModel):
                 self.probe = ProbeSpec()
             if self.screen is None:
                 self.screen = True
+        if self.screen is None and self.strategy == "perfmodel" and not stored:
+            self.screen = True  # the best measured recipe at a tight budget (README: strategy)
         return self

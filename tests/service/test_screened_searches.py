@@ -40,9 +40,11 @@ def test_a_screened_search_narrows_one_factor_at_a_time(api: Api) -> None:
     assert 0.97 * budget <= RankSchedule.from_json(job["schedule"]).parameter_count <= budget
 
 
-def test_cascade_screens_unless_told_not_to(api: Api) -> None:
+def test_cascade_and_perfmodel_screen_unless_told_not_to(api: Api) -> None:
     assert api.submit(strategy="cascade", max_trials=10)["spec"]["screen"] is True
     assert api.submit(strategy="cascade", max_trials=10, screen=False)["spec"]["screen"] is False
-    assert api.submit(strategy="perfmodel", max_trials=10)["spec"]["screen"] is None
+    assert api.submit(strategy="perfmodel", max_trials=10)["spec"]["screen"] is True
+    assert api.submit(strategy="perfmodel", max_trials=10, screen=False)["spec"]["screen"] is False
+    assert api.submit(strategy="tpe", max_trials=10)["spec"]["screen"] is None
     response = api.post("/searches", spec(screen="often"))
     assert response.status_code == 422 and "screen" in response.text

@@ -112,3 +112,13 @@ def test_a_good_spec_after_the_bad_ones_writes_rows(module_api: tuple[Api, str])
     api.submit()
     after = row_counts(url)
     assert after["searches"] == before["searches"] + 1 and after["trials"] == before["trials"] + 4
+
+
+def test_perfmodel_screens_by_default_but_a_stored_search_keeps_what_it_was_created_with() -> None:
+    from ranktune.service.schemas.spec import SearchCreate
+
+    default = {key: value for key, value in SPEC.items() if key != "strategy"}  # perfmodel, the default
+    assert SearchCreate.model_validate(default).screen is True
+    stored = {**SearchCreate.model_validate(default).model_dump(), "screen": None}  # created before then
+    assert SearchCreate.model_validate(stored, context={"stored": True}).screen is None
+    assert SearchCreate.model_validate({**SPEC, "strategy": "random"}).screen is None
