@@ -167,8 +167,8 @@ def render(result: dict[str, Any], command: str) -> str:
         "on two base weights: the stored protocol's and the one this machine built.", "",
         table(["base weights (sha256)", "uniform (test, %)", "schedule (test, %)",
                "paired gain [95% CI] (points)", "verdict", "runs"], rows), "",
-        f"Verdict: **{verdict}** (each base's paired gain inside the other's interval). Training on this "
-        f"base: {result['wall_s'] / 60:.0f} min of runs.",
+        f"Verdict: **{verdict}** (the test: each base's paired gain inside the other's interval). "
+        f"Training on this base: {result['wall_s'] / 60:.0f} min of runs.",
     ]))  # fmt: skip
 
 
