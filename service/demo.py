@@ -7,9 +7,8 @@ the budget of uniform rank-2 LoRA with the best measured recipe at a tight budge
 shape screening, its two best proxies re-run with another seed), then confirm the best schedule
 against uniform at a longer length with six seeds, paired by seed and test question. The summary
 shows the winner as a heatmap, its confirmed accuracy against uniform LoRA, and where its PEFT config
-was written; the
-dashboard keeps serving until Ctrl-C (or returns at once with ``--exit``). The database is kept, so
-a later demo warm-starts its performance model from the earlier ones (transfer).
+was written; the dashboard keeps serving until Ctrl-C (or returns at once with ``--exit``). The
+database is kept, so a later demo warm-starts its performance model from the earlier ones (transfer).
 """
 
 from __future__ import annotations

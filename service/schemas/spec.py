@@ -151,6 +151,7 @@ class ConfirmSpec(StrictModel):
 
 
 CASCADE = "cascade"  # the strategy that brings its own fidelity and probe (search.engine.CascadeProposer)
+SCREENED_BY_DEFAULT = ("perfmodel", CASCADE)  # strategies whose searches screen shapes unless told not to
 
 
 class FidelitySpec(StrictModel):
@@ -263,8 +264,6 @@ class SearchCreate(StrictModel):
                 self.fidelity = FidelitySpec(min_steps=max(1, steps // 3), max_steps=3 * steps, eta=3)
             if self.probe is None:
                 self.probe = ProbeSpec()
-            if self.screen is None:
-                self.screen = True
-        if self.screen is None and self.strategy == "perfmodel" and not stored:
+        if self.screen is None and self.strategy in SCREENED_BY_DEFAULT and not stored:
             self.screen = True  # the best measured recipe at a tight budget (README: strategy)
         return self
