@@ -38,6 +38,7 @@ from ranktune.trainer.adapters.inject import (
     resize_adapters,
 )
 from ranktune.trainer.errors import TrainingError
+from ranktune.trainer.resume import TrainState, capture, restore
 from ranktune.trainer.runtime import (
     PRECISIONS,
     PeakMemory,
@@ -157,6 +158,8 @@ class ProxyResult:
     # empty when training stopped early.
     metrics: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"  # what the forward passes computed in ("bf16": under autocast)
+    resumed_from: int = 0  # the step it went on from (``start``); it trained steps_done - resumed_from
+    state: TrainState | None = field(default=None, repr=False, compare=False)  # with ``keep_state``
 
     @property
     def examples(self) -> int:
@@ -193,6 +196,7 @@ class ProxyResult:
                 else None
             ),
             "metrics": dict(self.metrics),
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -211,11 +215,14 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def lr_factor(step: int, settings: ProxySettings) -> float:
-    warmup = max(1, int(settings.warmup_fraction * settings.steps))
+def lr_factor(step: int, settings: ProxySettings, start: int = 0) -> float:
+    """The learning rate's factor at 0-based ``step``: warmup, then cosine to 0 at ``settings.steps``.
+    A run that goes on from ``start`` (``trainer.resume``) warms up and decays over its own steps."""
+    step, length = step - start, settings.steps - start
+    warmup = max(1, int(settings.warmup_fraction * length))
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, settings.steps - warmup)
+    progress = (step - warmup) / max(1, length - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -286,6 +293,8 @@ def proxy_finetune(
     eval_split: Literal["val", "test"] = "val",
     stop_requested: Callable[[], str | None] | None = None,
     objective: str | None = None,
+    start: TrainState | None = None,
+    keep_state: bool = False,
 ) -> ProxyResult:
     """Fine-tune ``task``'s model with adapters per ``schedule`` (``None``: full fine-tuning baseline).
 
@@ -293,6 +302,8 @@ def proxy_finetune(
     is polled before every step (a preempted worker stops within one step); ``on_step`` sees the loss.
     ``objective`` (default: the task's ``metric``) is the metric of every evaluation, the curve and
     the result; the final evaluation also measures the task's other metrics (``ProxyResult.metrics``).
+    ``start`` goes on from a shorter run's state (``trainer.resume``: a warm restart over the added
+    steps); ``keep_state`` returns this run's state in the result, for a longer run to go on from.
     """
     method = method or AdapterMethod()
     settings = settings or ProxySettings()
@@ -306,7 +317,7 @@ def proxy_finetune(
     target = resolve_device(device)
     computes_in = resolve_precision(target, settings.precision)
     task.set_max_seq_len(settings.max_seq_len)
-    start = time.perf_counter()
+    began = time.perf_counter()
     seed_everything(settings.seed)
     memory = PeakMemory(target)
     memory.start()
@@ -322,6 +333,11 @@ def proxy_finetune(
     optimizer = build_optimizer(model, task, method, settings)
     dmlora = [layer for layer in adapter_layers(model).values() if isinstance(layer, DMLoraLinear)]
     controller = DMLoraController(dmlora, method.dmlora, settings.steps) if dmlora else None
+    first = 0 if start is None else start.steps
+    if start is not None:
+        if controller is not None:
+            raise TrainingError("resume: a DMLoRA run follows its own schedule and cannot go on", field="resume")
+        restore(model, optimizer, start, settings.steps)
     in_precision = autocast(target, computes_in)
     trainable = [p for p in model.parameters() if p.requires_grad]
     adapter_count = effective_schedule(model, schedule).parameter_count if schedule is not None else 0
@@ -331,22 +347,26 @@ def proxy_finetune(
     stopped: str | None = None
     losses: list[float] = []
     stream = task.batches("train", settings.batch_size, settings.seed)
+    consumed = 0 if start is None else start.batches
+    for _ in range(consumed):  # the shorter run's batches: go on with the data it did not see
+        next(stream)
     model.train()
-    step = 0
+    step = first
     metric = float("nan")
     outcomes: torch.Tensor | None = None
     final_metrics: dict[str, float] = {}
-    for step in range(1, settings.steps + 1):
+    for step in range(first + 1, settings.steps + 1):
         reason = stop_requested() if stop_requested is not None else None
         if reason:
             stopped, step = reason, step - 1
             break
         if controller is not None:
             apply_resizes(optimizer, controller.on_step(step - 1, optimizer))
-        factor = lr_factor(step - 1, settings)
+        factor = lr_factor(step - 1, settings, first)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * group.get("lr_scale", 1.0) * factor
         micro_batches = [next(stream) for _ in range(settings.grad_accum_steps)]
+        consumed += len(micro_batches)
         losses.append(train_step(task, model, micro_batches, target, in_precision, step))
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if settings.max_grad_norm > 0 and params:
@@ -395,7 +415,7 @@ def proxy_finetune(
         trainable_params=trainable_count,
         adapter_params=adapter_count,
         steps_done=step,
-        wall_time_s=time.perf_counter() - start,
+        wall_time_s=time.perf_counter() - began,
         peak_memory_bytes=memory.peak_bytes(),
         device=str(target),
         stopped=stopped,
@@ -404,4 +424,6 @@ def proxy_finetune(
         model=model,
         metrics=final_metrics,
         precision=computes_in,
+        resumed_from=first,
+        state=capture(model, optimizer, step, consumed) if keep_state and stopped is None else None,
     )
