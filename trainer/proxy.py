@@ -336,7 +336,8 @@ def proxy_finetune(
     first = 0 if start is None else start.steps
     if start is not None:
         if controller is not None:
-            raise TrainingError("resume: a DMLoRA run follows its own schedule and cannot go on", field="resume")
+            message = "resume: a DMLoRA run follows its own schedule and cannot go on"
+            raise TrainingError(message, field="resume")
         restore(model, optimizer, start, settings.steps)
     in_precision = autocast(target, computes_in)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -51,7 +51,8 @@ class TrainState:
             raise TrainingError(f"resume: not a ranktune training state ({e})", field="resume") from e
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-            raise TrainingError(f"resume: state format {found!r}, this trainer reads {FORMAT}", field="resume")
+            message = f"resume: state format {found!r}, this trainer reads {FORMAT}"
+            raise TrainingError(message, field="resume")
         return cls(int(payload["steps"]), int(payload["batches"]), payload["tensors"], payload["optimizer"])
 
 
@@ -76,9 +77,11 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainStat
         )
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if set(trainable) != set(state.tensors):
-        missing, extra = sorted(set(trainable) - set(state.tensors)), sorted(set(state.tensors) - set(trainable))
+        missing = sorted(set(trainable) - set(state.tensors))
+        extra = sorted(set(state.tensors) - set(trainable))
         raise TrainingError(
-            f"resume: the state was trained with other adapters (missing {missing[:3]}, unexpected {extra[:3]})",
+            f"resume: the state was trained with other adapters (missing {missing[:3]}, "
+            f"unexpected {extra[:3]})",
             field="resume",
         )
     with torch.no_grad():

@@ -25,7 +25,8 @@ class BodyTooLarge(HTTPException):
 
 
 def is_adapter_upload(scope: Scope) -> bool:
-    return scope["method"] == "PUT" and scope["path"].rstrip("/").endswith("/adapter")
+    path = scope["path"].rstrip("/")
+    return scope["method"] == "PUT" and (path.endswith("/adapter") or path.endswith("/checkpoint"))
 
 
 def declared_length(scope: Scope) -> int | None:

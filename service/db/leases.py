@@ -32,7 +32,7 @@ from ranktune.service import engine
 from ranktune.service.db.engine import begin_write
 from ranktune.service.db.models import Base, Lease, Search, Trial
 from ranktune.service.db.reaping import reap_expired
-from ranktune.service.db.repository import refill
+from ranktune.service.db.repository import checkpoints, refill
 from ranktune.service.db.repository.searches import lock_search
 from ranktune.service.db.repository.trials import top_up
 from ranktune.service.db.repository.workers import touch_worker, upsert_worker, worker_finished_trial
@@ -67,6 +67,8 @@ _CLAIMED = (
     TRIALS.c.proxy_seed,
     TRIALS.c.kind,
     TRIALS.c.steps,
+    TRIALS.c.rung,
+    TRIALS.c.config,
 )
 
 
@@ -145,7 +147,8 @@ def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, no
         upsert_worker(session, worker, now, current_trial_id=None)
         session.commit()
         return None
-    trial_id, search_id, number, attempt, schedule, proxy_seed, kind, steps, search_spec, lease_ttl_s = row
+    (trial_id, search_id, number, attempt, schedule, proxy_seed, kind, steps, rung, config, search_spec,
+     lease_ttl_s) = row  # fmt: skip
     lease_id, expires_at = str(uuid.uuid4()), now + timedelta(seconds=lease_ttl_s)
     worker_id = upsert_worker(session, worker, now, current_trial_id=trial_id)
     # Core, not an ORM object: nothing reads the lease back in this transaction.
@@ -177,6 +180,10 @@ def _claim(session: Session, worker: WorkerInfo, heartbeat_interval_s: float, no
         dynamic=engine.job_dynamic(spec, kind),
         objective=spec.objective.model_dump(mode="json"),
         upload_adapter=kind == "confirm",
+        keep_state=checkpoints.keeps_state(spec, kind, rung or 0),
+        resume=checkpoints.job_resume(
+            session, spec, search_id, lease_id, (kind, rung or 0, config, proxy_seed)
+        ),
         heartbeat_interval_s=min(heartbeat_interval_s, lease_ttl_s / 3),
         expires_at=expires_at,
     )
@@ -411,6 +418,7 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
     trial.trainable_params = body.trainable_params
     trial.adapter_params = body.adapter_params
     trial.exported_params = body.exported_params
+    trial.resumed_from = body.resumed_from
     trial.wall_time_s = body.wall_time_s
     trial.peak_memory_bytes = body.peak_memory_bytes
     trial.device = body.device

@@ -91,6 +91,7 @@ class Trial(Base):
     rung: Mapped[int] = mapped_column(default=0, server_default="0")
     config: Mapped[int | None]
     steps: Mapped[int | None]
+    resumed_from: Mapped[int | None]  # the step it went on from (a promotion resumed from its rung below)
     parameter_count: Mapped[int] = mapped_column(BigInteger)
     proxy_seed: Mapped[int]
     attempt: Mapped[int] = mapped_column(default=0)  # claims so far; the running attempt's number
@@ -145,6 +146,22 @@ class TrialAdapter(Base):
 
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrialCheckpoint(Base):
+    """A multi-fidelity rung's training state (``trainer.resume``), as its worker uploaded it, so the
+    schedule's promotion to the next rung goes on from it instead of starting over. Deleted when the
+    search ends."""
+
+    __tablename__ = "trial_checkpoints"
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int]
+    steps: Mapped[int]  # the optimizer steps it holds (the rung's length)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -69,6 +69,16 @@ class Job(BaseModel):
         description="Upload the trained adapter (PUT /leases/{lease_id}/adapter) before completing: "
         "confirmation runs, whose winner's weights the search exports",
     )
+    keep_state: bool = Field(
+        default=False,
+        description="Upload the training state (PUT /leases/{lease_id}/checkpoint?steps=) before completing: "
+        "a rung of a multi-fidelity search whose promotion may go on from it",
+    )
+    resume: dict[str, Any] | None = Field(
+        default=None,
+        description='{"steps", "trial_id", "url"}: go on from the rung below\'s training state at "steps" '
+        "(GET url) and train only the steps this rung adds; train from the start when it cannot be had",
+    )
     heartbeat_interval_s: float
     expires_at: datetime
 
@@ -94,6 +104,14 @@ class AdapterStored(BaseModel):
     sha256: str
 
 
+class CheckpointStored(BaseModel):
+    trial_id: int
+    attempt: int
+    steps: int
+    size_bytes: int
+    sha256: str
+
+
 class HeartbeatResponse(BaseModel):
     action: Literal["continue", "stop", "resize"]
     expires_at: datetime | None
@@ -110,6 +128,9 @@ class CompleteRequest(StrictModel):
     trainable_params: BigCount | None = None
     adapter_params: BigCount | None = None
     exported_params: BigCount | None = None
+    resumed_from: int | None = Field(
+        default=None, ge=1, le=10**9, description="The step it went on from (Job.resume); absent: the start"
+    )
     wall_time_s: float | None = Field(default=None, ge=0.0)
     peak_memory_bytes: BigCount | None = Field(
         default=None,

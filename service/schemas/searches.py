@@ -73,6 +73,11 @@ class TrialPublic(PublicModel):
         description="A promoted trial: the number of the rung-0 trial whose schedule it goes on with",
     )
     steps: int | None = Field(default=None, description="Its rung's training steps; None: the spec's length")
+    resumed_from: int | None = Field(
+        default=None,
+        description="A promotion that went on from its rung below's training state: the step it started "
+        "at (it trained steps - resumed_from); None: from the start",
+    )
     state: TrialState
     attempt: int
     max_attempts: int

@@ -162,6 +162,11 @@ class FidelitySpec(StrictModel):
     )
     max_steps: int = Field(ge=1, le=1_000_000, description="Steps of the top rung")
     eta: int = Field(default=3, ge=2, le=16, description="1/eta of a rung's schedules go up to the next one")
+    resume: bool = Field(
+        default=True,
+        description="A promotion goes on from its rung's training state (adapters and optimizer, uploaded "
+        "by the worker) and trains only the steps the next rung adds; LoRA without dynamic mode only",
+    )
 
     @model_validator(mode="after")
     def rungs_exist(self) -> Self:

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ranktune.search.schedule import RankSchedule
 from ranktune.service.app import create_app
-from ranktune.service.db.models import Lease, Trial
+from ranktune.service.db.models import Lease, Trial, TrialCheckpoint
 from ranktune.trainer.worker.spool import Spool
 from tests.service.api import make_settings, spec
 from tests.service.databases import migrate
@@ -155,6 +155,31 @@ def test_the_importance_probe_trains_reports_and_steers_the_next_schedule(
     with app.state.sessions() as session:
         stats = session.scalar(select(Trial.site_stats).where(Trial.id == found[1]["id"]))
     assert set(stats) == {s.name for s in probe.sites}  # every site reported, from the last step
+
+
+def test_promotions_go_on_from_the_rung_below(server: LiveServer, tmp_path: Path) -> None:
+    """Rungs of 3 and 9 steps: the worker uploads each rung-0 state, and the two promotions (the best
+    schedule, then uniform) download theirs and train steps 4-9 only."""
+    proxy = {k: v for k, v in TINY_PROXY.items() if k != "steps"}
+    with api(server) as client:
+        rungs = {"min_steps": 3, "max_steps": 9, "eta": 3}
+        search = submit(client, max_trials=6, fidelity=rungs, proxy=proxy)
+        worker = start_worker(server, tmp_path, "--max-trials", "6", "--name", "cpu-worker")
+        output, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, output
+        assert client.get(f"/searches/{search['id']}").json()["state"] == "finished"
+        found = trials(client, search["id"])
+    promoted = [t for t in found if t["rung"] == 1]
+    assert len(promoted) == 2 and {t["config"] for t in promoted} >= {0}, found
+    for trial in promoted:
+        assert trial["state"] == "succeeded" and trial["resumed_from"] == 3, trial
+        assert [point["step"] for point in trial["curve"]] == [6, 9]  # evaluated on its own steps only
+    assert all(t["resumed_from"] is None and t["steps"] == 3 for t in found if t["rung"] == 0)
+    assert "action=resume " in output and "resume_unavailable" not in output
+    app: FastAPI = server.server.config.app
+    with app.state.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(TrialCheckpoint)) == 0  # dropped at the end
+    assert not list((tmp_path / "spool").glob("*.state")), "every state was uploaded"
 
 
 def test_sigkilled_worker_trial_is_rerun_and_completed_once(server: LiveServer, tmp_path: Path) -> None:

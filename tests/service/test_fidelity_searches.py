@@ -97,7 +97,7 @@ def test_cascade_brings_rungs_around_the_proxy_and_the_probe(api: Api) -> None:
     # 24: the probe, its 3 allocations and up to 6 screening shapes come before most promotions
     search = api.submit(strategy="cascade", max_trials=24, parallelism=2, proxy={**PROXY, "steps": 30},
                         performance_model={"min_trials": 6})  # fmt: skip
-    assert search["spec"]["fidelity"] == {"min_steps": 10, "max_steps": 90, "eta": 3}
+    assert search["spec"]["fidelity"] == {"min_steps": 10, "max_steps": 90, "eta": 3, "resume": True}
     jobs = drain(api)
     assert [j["kind"] for j in jobs].count("probe") == 1
     probe = next(j for j in jobs if j["kind"] == "probe")

@@ -38,8 +38,9 @@ def test_claim_returns_the_whole_job(api: Api) -> None:
     assert set(job) == {
         "lease_id", "trial_id", "search_id", "trial_number", "kind", "eval_split", "attempt", "model",
         "task", "method", "schedule", "proxy", "objective", "dynamic", "heartbeat_interval_s", "expires_at",
-        "upload_adapter",
+        "upload_adapter", "keep_state", "resume",
     }  # fmt: skip
+    assert job["keep_state"] is False and job["resume"] is None, "one fidelity: no rung to go on from"
     assert job["kind"] == "proxy" and job["dynamic"] is None and job["eval_split"] == "val"
     assert job["upload_adapter"] is False, "only confirmation runs upload their adapter"
     assert job["search_id"] == search["id"] and job["trial_number"] == 0 and job["attempt"] == 1

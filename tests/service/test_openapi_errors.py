@@ -44,6 +44,7 @@ def adapter_zip() -> bytes:
 # Operations whose body is not JSON: the body and its content type.
 RAW_BODIES: dict[tuple[str, str], tuple[bytes, str]] = {
     ("put", "/api/v1/leases/{lease_id}/adapter"): (adapter_zip(), "application/zip"),
+    ("put", "/api/v1/leases/{lease_id}/checkpoint"): (b"a training state", "application/octet-stream"),
 }
 BAD_BODIES: list[bytes] = [
     b"{not json",

@@ -49,12 +49,11 @@ def test_the_state_holds_the_trained_tensors_and_survives_bytes(short) -> None:
 
 
 def test_a_resumed_run_starts_from_the_state_on_the_next_batches(task, space, short) -> None:
-    """Its first loss is the short run's model on the 7th batch: the weights and the data position carry over."""
+    """Its first loss is the short run's model on the 7th batch: weights and data position carry over."""
     losses: dict[int, float] = {}
     state = TrainState.from_bytes(short.state.to_bytes())
-    longer = proxy_finetune(
-        task, space.random(0), settings=settings(12), start=state, on_step=lambda s, loss: losses.setdefault(s, loss)
-    )
+    run = settings(12)
+    longer = proxy_finetune(task, space.random(0), settings=run, start=state, on_step=losses.setdefault)
     assert sorted(losses) == list(range(7, 13))
     assert longer.steps_done == 12 and longer.resumed_from == 6 and longer.to_json()["resumed_from"] == 6
     assert longer.state is None  # only kept when asked
@@ -63,7 +62,8 @@ def test_a_resumed_run_starts_from_the_state_on_the_next_batches(task, space, sh
 
     inject_adapters(model, space.random(0), AdapterMethod(), trainable=task.head_modules)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
-    restore(model, optimizer, TrainState(state.steps, state.batches, state.tensors, optimizer.state_dict()), 12)
+    fresh_optimizer = TrainState(state.steps, state.batches, state.tensors, optimizer.state_dict())
+    restore(model, optimizer, fresh_optimizer, 12)
     stream = task.batches("train", 16, 2)
     for _ in range(6):
         next(stream)
@@ -84,7 +84,8 @@ def test_the_added_steps_warm_up_and_decay_on_their_own() -> None:
 
 def test_a_state_that_does_not_fit_is_refused_naming_resume(task, space, short) -> None:
     state = TrainState.from_bytes(short.state.to_bytes())
-    with pytest.raises(TrainingError, match=r"resume: (the state was trained with other adapters|\S+ is .* in the state)") as e:
+    mismatch = r"resume: (the state was trained with other adapters|\S+ is .* in the state)"
+    with pytest.raises(TrainingError, match=mismatch) as e:
         proxy_finetune(task, space.random(5), settings=settings(12), start=state)
     assert e.value.field == "resume"
     with pytest.raises(TrainingError, match="only go on from a step between 1 and 5"):

@@ -98,3 +98,17 @@ class LeaseClient:
             content=archive,
             headers={"Content-Type": "application/zip"},
         )
+
+    def upload_checkpoint(self, lease_id: str, attempt: int, steps: int, state: bytes) -> None:
+        """PUT a rung's training state (before completing the attempt), for its promotion to go on from."""
+        self._request(
+            "PUT",
+            f"/leases/{lease_id}/checkpoint",
+            params={"attempt": attempt, "steps": steps},
+            content=state,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def download_checkpoint(self, lease_id: str) -> bytes:
+        """The training state this lease's trial goes on from (Job.resume)."""
+        return self._request("GET", f"/leases/{lease_id}/checkpoint").content

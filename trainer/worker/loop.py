@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from ranktune.search.errors import RanktuneError
 from ranktune.search.schedule import RankSchedule
 from ranktune.trainer.worker.client import LeaseClient, ServerRejected
-from ranktune.trainer.worker.spool import PendingAdapter, Spool
+from ranktune.trainer.worker.spool import PendingAdapter, PendingState, Spool
 
 log = logging.getLogger("ranktune.worker")
 
@@ -137,23 +138,34 @@ class Worker:
     def flush_spool(self) -> None:
         for adapter in self.spool.pending_adapters():  # before the reports that complete their attempts
             self._upload(adapter)
+        for state in self.spool.pending_states():
+            self._upload_state(state)
         for report in self.spool.pending():
             self._send(report.lease_id, report.kind, report.body, report)
 
     def _upload(self, adapter: PendingAdapter) -> None:
-        """Send a spooled adapter zip; refused for good (4xx but auth) it is dropped, else kept to resend."""
+        """Send a spooled adapter zip; refused for good (4xx but auth) it is dropped, else kept to resend.
+        A 404/409 (the lease or the search moved on) or 413/422 (too large, unreadable): the result
+        itself still goes in; only the weights are not kept."""
+        send = self.client.upload_adapter
+        self._deliver("adapter", adapter.path, lambda data: send(adapter.lease_id, adapter.attempt, data))
+
+    def _upload_state(self, state: PendingState) -> None:
+        """Send a spooled rung state, the same way: a refused one only means its promotion starts over."""
+        send, lease, attempt = self.client.upload_checkpoint, state.lease_id, state.attempt
+        self._deliver("state", state.path, lambda data: send(lease, attempt, state.steps, data))
+
+    def _deliver(self, what: str, path: Path, send: Callable[[bytes], None]) -> None:
         try:
-            self.client.upload_adapter(adapter.lease_id, adapter.attempt, adapter.path.read_bytes())
+            send(path.read_bytes())
         except ServerRejected as e:
             if e.status in (401, 403):
                 raise
-            # 404/409: the lease or the search moved on; 413/422: too large or unreadable. The result
-            # itself still goes in; only the weights are not kept.
-            log.warning("action=adapter_dropped lease=%s error=%s", adapter.lease_id, e)
+            log.warning("action=%s_dropped file=%s error=%s", what, path.name, e)
         except Exception as e:
-            log.error("action=adapter_spooled lease=%s error=%r", adapter.lease_id, e)
+            log.error("action=%s_spooled file=%s error=%r", what, path.name, e)
             return
-        adapter.path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def _send(self, lease_id: str, kind: str, body: dict[str, Any], report: Any = None) -> None:
         if kind == "fail":
@@ -206,9 +218,27 @@ class Worker:
             self._tasks[key] = load_task(job["task"], job["model"])
         return self._tasks[key]
 
+    def _resume_state(self, job: dict[str, Any]) -> Any:
+        """The training state a promotion goes on from (``Job.resume``), or None: train from the start
+        (none asked for, or it cannot be had: the search ended, the server is older, the bytes are bad)."""
+        from ranktune.trainer.resume import TrainState
+
+        resume = job.get("resume")
+        if not resume:
+            return None
+        try:
+            state = TrainState.from_bytes(self.client.download_checkpoint(job["lease_id"]))
+        except (ServerRejected, RanktuneError) as e:
+            log.warning("action=resume_unavailable trial=%s error=%s", job["trial_id"], e)
+            return None
+        log.info("action=resume trial=%s from_step=%d", job["trial_id"], state.steps)
+        return state
+
     def run_job(self, job: dict[str, Any]) -> None:
         from ranktune.trainer.adapters import AdapterMethod
-        from ranktune.trainer.proxy import Checkpoint, ProxySettings, Resize, proxy_finetune
+        from ranktune.trainer.errors import TrainingError
+        from ranktune.trainer.proxy import Checkpoint, ProxyResult, ProxySettings, Resize, proxy_finetune
+        from ranktune.trainer.resume import TrainState
 
         lease, trial = job["lease_id"], job["trial_id"]
         log.info("action=claimed search=%s trial=%s attempt=%s worker=%s", job["search_id"], trial,
@@ -236,15 +266,26 @@ class Worker:
         def stop_requested() -> str | None:
             return "preempted" if self.preempted else heart.stop_reason
 
-        heart.start()
-        try:
-            task = self.task_for(job)
-            result = proxy_finetune(
+        def train(start: TrainState | None) -> ProxyResult:
+            return proxy_finetune(
                 task, RankSchedule.from_json(job["schedule"]), AdapterMethod.from_json(job["method"]),
                 settings, device=self.options.device, callback=on_checkpoint,
                 on_step=on_step, stop_requested=stop_requested, eval_split=job.get("eval_split", "val"),
-                objective=(job.get("objective") or {}).get("metric"),
+                objective=(job.get("objective") or {}).get("metric"), start=start,
+                keep_state=bool(job.get("keep_state")),
             )  # fmt: skip
+
+        heart.start()
+        try:
+            task = self.task_for(job)
+            start = self._resume_state(job)
+            try:
+                result = train(start)
+            except TrainingError as e:
+                if start is None or e.field != "resume":
+                    raise
+                log.warning("action=resume_refused trial=%s error=%s", trial, e)
+                result = train(None)  # the state does not fit: the rung trains from the start
         except RanktuneError as e:
             heart.finish()
             self._send(lease, "fail", {"attempt": job["attempt"], "reason": str(e), "retryable": False})
@@ -267,6 +308,8 @@ class Worker:
         body = {"attempt": job["attempt"], **result.to_json(), "metrics": metrics}
         for key in ("metric_name", "metric", "stopped", "steps_done", "examples", "metric_se"):
             body.pop(key, None)
+        if not body.get("resumed_from"):
+            body.pop("resumed_from", None)  # a server from before resumable rungs refuses the key
         if result.model is not None:
             from ranktune.trainer.adapters.inject import effective_schedule
 
@@ -275,6 +318,9 @@ class Worker:
             if job.get("upload_adapter"):
                 archive = adapter_archive(result.model, schedule, job["model"], task.saved_heads)
                 self._upload(self.spool.put_adapter(lease, int(job["attempt"]), archive))
+        if result.state is not None:
+            state = result.state.to_bytes()
+            self._upload_state(self.spool.put_state(lease, int(job["attempt"]), result.state.steps, state))
         self._send(lease, "complete", body)
         log.info(
             "action=completed trial=%s metric=%.4f wall_s=%.1f", trial, result.metric, result.wall_time_s

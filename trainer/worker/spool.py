@@ -3,7 +3,7 @@
 A report is written atomically (temp file + rename) *before* it is sent, and removed only once
 the server answered 2xx, or answered that it will never take it (404, 409: stale attempt).
 A worker killed between finishing and reporting resends the report on its next start. A
-confirmation run's adapter zip waits the same way, and goes before its report.
+confirmation run's adapter zip, and a rung's training state, wait the same way and go before the report.
 """
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ ADAPTER_SUFFIX = ".adapter.zip"
 class PendingAdapter:
     lease_id: str
     attempt: int
+    path: Path
+
+
+STATE_SUFFIX = ".state"
+
+
+@dataclass(frozen=True)
+class PendingState:
+    lease_id: str
+    attempt: int
+    steps: int
     path: Path
 
 
@@ -83,4 +94,19 @@ class Spool:
             lease_id, _, attempt = path.name.removesuffix(ADAPTER_SUFFIX).rpartition(".")
             if lease_id and attempt.isdigit():
                 found.append(PendingAdapter(lease_id, int(attempt), path))
+        return found
+
+    def put_state(self, lease_id: str, attempt: int, steps: int, state: bytes) -> PendingState:
+        """Keep a rung's training state until the server took it (or will never take it)."""
+        path = self.directory / f"{lease_id}.{attempt}.{steps}{STATE_SUFFIX}"
+        self._write_atomically(path, state)
+        return PendingState(lease_id, attempt, steps, path)
+
+    def pending_states(self) -> list[PendingState]:
+        found = []
+        for path in sorted(self.directory.glob(f"*{STATE_SUFFIX}")):
+            head, _, steps = path.name.removesuffix(STATE_SUFFIX).rpartition(".")
+            lease_id, _, attempt = head.rpartition(".")
+            if lease_id and attempt.isdigit() and steps.isdigit():
+                found.append(PendingState(lease_id, int(attempt), int(steps), path))
         return found

@@ -12,11 +12,13 @@ from ranktune.service.api.errors import errors
 from ranktune.service.api.openapi import DocumentedRoute
 from ranktune.service.api.params import LeaseId
 from ranktune.service.api.routes.searches import trial_public
-from ranktune.service.db import lease_adapters, leases
+from ranktune.service.db import lease_adapters, lease_checkpoints, leases
+from ranktune.service.db.repository import checkpoints
 from ranktune.service.db.types import utcnow
 from ranktune.service.schemas.common import INT32_MAX
 from ranktune.service.schemas.leases import (
     AdapterStored,
+    CheckpointStored,
     ClaimRequest,
     CompleteRequest,
     FailRequest,
@@ -93,3 +95,36 @@ def upload_adapter(
     return AdapterStored(
         trial_id=stored.trial_id, attempt=stored.attempt, size_bytes=stored.size_bytes, sha256=stored.sha256
     )
+
+
+STATE_BODY = "the training state (trainer.resume.TrainState.to_bytes)"
+
+
+@router.put("/{lease_id}/checkpoint", responses=errors(404, 409, 413))
+def upload_checkpoint(
+    lease_id: LeaseId,
+    attempt: Annotated[int, Query(ge=0, le=INT32_MAX, description="The lease's attempt")],
+    steps: Annotated[int, Query(ge=1, le=INT32_MAX, description="The optimizer steps the state holds")],
+    data: Annotated[bytes, Body(media_type="application/octet-stream", description=STATE_BODY)],
+    session: SessionDep,
+    _: WorkerPrincipal,
+) -> CheckpointStored:
+    """Store a rung's training state (Job.keep_state), up to RANKTUNE_MAX_ADAPTER_BYTES; a resend
+    replaces it. A promotion of the schedule goes on from it (Job.resume)."""
+    stored = lease_checkpoints.store_checkpoint(session, lease_id, attempt, steps, data, utcnow())
+    return CheckpointStored(trial_id=stored.trial_id, attempt=stored.attempt, steps=stored.steps,
+                            size_bytes=stored.size_bytes, sha256=stored.sha256)  # fmt: skip
+
+
+@router.get(
+    "/{lease_id}/checkpoint",
+    responses={
+        **errors(404, 409),
+        200: {"content": {"application/octet-stream": {}}, "description": STATE_BODY},
+    },
+    response_class=Response,
+)
+def download_checkpoint(lease_id: LeaseId, session: SessionDep, _: WorkerPrincipal) -> Response:
+    """The training state an active lease's trial goes on from (Job.resume); 404 when there is none."""
+    steps, data = checkpoints.checkpoint_for(session, lease_id)
+    return Response(data, media_type="application/octet-stream", headers={"X-Ranktune-Steps": str(steps)})

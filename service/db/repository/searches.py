@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from ranktune.service.db.engine import begin_write
 from ranktune.service.db.models import Lease, Search, Trial
+from ranktune.service.db.repository import checkpoints
 from ranktune.service.db.repository.trials import best_objective, best_trial, top_up, trial_counts
 from ranktune.service.db.types import utcnow
 from ranktune.service.errors import Conflict, NotFound
@@ -105,6 +106,7 @@ def cancel_search(session: Session, search_id: int, now: datetime | None = None)
         .execution_options(synchronize_session=False)
     )
     search.state = "cancelled"
+    checkpoints.drop_checkpoints(session, search_id)
     search.finished_at = now
     search.reason = "cancelled by a user"
     best = best_trial(session, search)

@@ -27,7 +27,7 @@ from ranktune.search.schedule import RankSchedule
 from ranktune.search.strategies import PriorTrial, TrialRecord, get_proposer, propose_next
 from ranktune.service.db import fair_share
 from ranktune.service.db.models import Search, Trial
-from ranktune.service.db.repository import adapters
+from ranktune.service.db.repository import adapters, checkpoints
 from ranktune.service.errors import NotFound
 from ranktune.service.schemas.searches import TrialCounts
 from ranktune.service.schemas.spec import SearchCreate
@@ -437,6 +437,7 @@ def finish(session: Session, search: Search, now: datetime, confirmed: bool = Fa
             )
             best = winner or best
         adapters.keep_winner_only(session, search)
+    checkpoints.drop_checkpoints(session, search.id)
     if best is None:
         search.state = "failed"
         search.reason = failure_reason(session, search.id)
