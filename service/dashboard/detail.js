@@ -350,6 +350,7 @@ window.RT = window.RT || {};
     let kind = t.kind === "confirm" && isNum(t.confirms) ? "confirm of #" + t.confirms : t.kind || "proxy";
     if (t.kind === "proxy" && isNum(t.steps)) {  // a multi-fidelity search: the rung and its length
       kind = "rung " + t.rung + " · " + t.steps + " steps" + (t.rung > 0 && isNum(t.config) ? " of #" + t.config : "");
+      if (isNum(t.resumed_from)) kind += " (from step " + t.resumed_from + ")";  // went on from the rung below
     }
     if (t.kind === "proxy" && view.search && t.number >= view.search.max_trials && isNum(t.config)) {
       kind = "recheck of #" + t.config + (isNum(t.steps) ? " · rung " + t.rung : "");  // confirm.recheck

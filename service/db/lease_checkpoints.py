@@ -45,7 +45,7 @@ def store_checkpoint(
     expected = trial.steps if trial.steps is not None else spec.fidelity.rungs().steps(trial.rung)  # type: ignore[union-attr]
     if steps != expected:
         raise InvalidInput(f"steps: the state is at step {steps}, the trial trains {expected}", field="steps",
-                           loc=("query", "steps"))  # fmt: skip
+                           where="query")  # fmt: skip
     session.execute(delete(TrialCheckpoint).where(TrialCheckpoint.trial_id == trial.id))
     stored = TrialCheckpoint(trial_id=trial.id, attempt=attempt, steps=steps, size_bytes=len(data),
                              sha256=hashlib.sha256(data).hexdigest(), data=data, created_at=now)  # fmt: skip

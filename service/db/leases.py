@@ -409,6 +409,9 @@ def complete(session: Session, lease_id: str, body: CompleteRequest, now: dateti
         session.rollback()
         return trial, search
     _require_current(locked)
+    if body.resumed_from is not None and trial.steps is not None and body.resumed_from >= trial.steps:
+        raise InvalidInput(f"resumed_from: {body.resumed_from} is not below the trial's {trial.steps} steps",
+                           field="resumed_from")  # fmt: skip
     trial.state = "succeeded"
     trial.objective = body.metrics[metric]
     trial.metrics = dict(body.metrics)

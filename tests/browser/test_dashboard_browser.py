@@ -286,14 +286,18 @@ def test_dashboard_shows_each_trials_rung(browser: Browser, site: Site) -> None:
                                 fidelity=fidelity, proxy={"lr": 0.001})["id"]  # fmt: skip
         while (job := worker.claim()) is not None:  # any scores: ASHA promotes once 3 finished a rung
             score = 0.5 + job["trial_number"] % 7 / 100 + job["proxy"]["steps"] / 1_000
-            assert worker.complete(job, score).status_code == 200
+            resumed = {"resumed_from": job["proxy"]["steps"] // 3} if job["trial_number"] % 2 else {}
+            assert worker.complete(job, score, **resumed).status_code == 200
         trials = user.trials(search_id)
     promoted = [t for t in trials if t["rung"] > 0 and t["config"] != 0]
     assert promoted, trials
     shown = kind_column(browser, site, search_id, trials)
     for t in trials:
         expected = f"rung {t['rung']} · {t['steps']} steps" + (f" of #{t['config']}" if t["rung"] else "")
+        if t["resumed_from"] is not None:
+            expected += f" (from step {t['resumed_from']})"
         assert shown[t["number"]] == expected
+    assert any(t["resumed_from"] for t in trials)
 
 
 def kind_column(browser: Browser, site: Site, search_id: int, trials: list[dict[str, Any]]) -> dict[int, str]:

@@ -63,7 +63,8 @@ def test_promotions_go_on_from_the_state_of_the_rung_below(api: Api) -> None:
         if job["keep_state"]:
             stored = put_state(api, job, state_of(job["trial_id"]))
             assert stored.status_code == 200, stored.text
-            assert stored.json()["steps"] == steps and stored.json()["size_bytes"] == len(state_of(job["trial_id"]))
+            answer = stored.json()
+            assert answer["steps"] == steps and answer["size_bytes"] == len(state_of(job["trial_id"]))
         extra: dict[str, Any] = {}
         if job["resume"] is not None:
             resume = job["resume"]
@@ -117,7 +118,7 @@ def test_bad_uploads_are_refused_naming_the_field(api: Api) -> None:
     job = api.claim()
     assert job is not None and job["keep_state"]
     wrong_steps = put_state(api, job, b"state", steps=7)
-    assert wrong_steps.status_code == 422 and "steps" in wrong_steps.text
+    assert wrong_steps.status_code == 422 and wrong_steps.json()["detail"][0]["loc"] == ["query", "steps"]
     assert put_state(api, job, b"").status_code == 422
     too_large = put_state(api, job, b"x" * (LIMIT + 1))
     assert too_large.status_code == 413 and "RANKTUNE_MAX_ADAPTER_BYTES" in too_large.text
@@ -129,6 +130,8 @@ def test_bad_uploads_are_refused_naming_the_field(api: Api) -> None:
     )
     assert stale.status_code == 409 and "attempt" in stale.text
     assert stored_states(api) == 0  # nothing half-written
+    beyond = api.complete(job, 0.5, resumed_from=20)  # a rung of 20 steps cannot go on from step 20
+    assert beyond.status_code == 422 and beyond.json()["detail"][0]["loc"] == ["body", "resumed_from"]
     assert put_state(api, job, b"first").status_code == 200
     assert put_state(api, job, b"second").status_code == 200  # a resend replaces it
     assert stored_states(api) == 1
