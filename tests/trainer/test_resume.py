@@ -5,28 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ranktune.search.grid import RankGrid
-from ranktune.search.schedule import Budget
-from ranktune.search.space import HierarchicalSpace
 from ranktune.trainer.adapters import AdapterMethod, DMLoraOptions
 from ranktune.trainer.errors import TrainingError
 from ranktune.trainer.proxy import ProxySettings, lr_factor, proxy_finetune
 from ranktune.trainer.resume import TrainState, restore
-from ranktune.trainer.sites import sites_of_model
-from ranktune.trainer.tasks.registry import load_task
-
-GRID = RankGrid((0, 2, 4, 8, 16))
-
-
-@pytest.fixture(scope="module")
-def task():
-    return load_task("builtin:digits-vqa", "builtin:tiny-vlm")
-
-
-@pytest.fixture(scope="module")
-def space(task) -> HierarchicalSpace:
-    sites = sites_of_model(task.build_model())
-    return HierarchicalSpace(sites, Budget.from_rank(sites, 4, GRID), GRID)
 
 
 def settings(steps: int) -> ProxySettings:
