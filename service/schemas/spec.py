@@ -135,19 +135,26 @@ class DynamicSpec(StrictModel):
         return at
 
 
+DEFAULT_RECHECK = 3  # the measured recipe (README: confirm): one proxy run's luck does not pick the winner
+
+
 class ConfirmSpec(StrictModel):
     """Re-run the best schedules and the uniform baseline at full length with several seeds."""
 
     top_k: int = Field(default=3, ge=1, le=100)
     steps: int = Field(default=1000, ge=1, le=1_000_000)
     seeds: int = Field(default=3, ge=1, le=100)
-    recheck: int = Field(
-        default=0,
+    recheck: int | None = Field(
+        default=None,
         ge=0,
         le=100,
         description="First train the best this-many proxy schedules once more at their proxy length with "
-        "another seed; confirmation then ranks schedules by the mean of their proxy runs (0: off)",
+        f"another seed; confirmation then ranks schedules by the mean of their proxy runs (0: off; "
+        f"default {DEFAULT_RECHECK})",
     )
+
+    def rechecks(self) -> int:
+        return self.recheck or 0
 
 
 CASCADE = "cascade"  # the strategy that brings its own fidelity and probe (search.engine.CascadeProposer)
@@ -271,4 +278,7 @@ class SearchCreate(StrictModel):
                 self.probe = ProbeSpec()
         if self.screen is None and self.strategy in SCREENED_BY_DEFAULT and not stored:
             self.screen = True  # the best measured recipe at a tight budget (README: strategy)
+        if self.confirm is not None and self.confirm.recheck is None:
+            # A search stored before rechecks existed had none; a new one gets the measured default.
+            self.confirm.recheck = 0 if stored else DEFAULT_RECHECK
         return self

@@ -50,7 +50,7 @@ def test_a_search_minimizes_eval_loss_and_confirms_paired(
 ) -> None:
     model, data = lm
     with httpx.Client(base_url=server.url + "/api/v1", timeout=30) as client:
-        body = lm_spec(model, data, confirm={"top_k": 1, "steps": 4, "seeds": 2})
+        body = lm_spec(model, data, confirm={"top_k": 1, "steps": 4, "seeds": 2, "recheck": 0})
         response = client.post("/searches", json=body)
         assert response.status_code == 201, response.text
         search = response.json()

@@ -28,7 +28,7 @@ def test_demo_searches_confirms_and_exports(tmp_path: Path, capsys: pytest.Captu
         parallelism=2,
         proxy={**spec["proxy"], "steps": 6, "eval_every": 3},
         performance_model={"min_trials": 2},
-        confirm={"top_k": 1, "steps": 4, "seeds": 1},
+        confirm={"top_k": 1, "steps": 4, "seeds": 1, "recheck": 0},
         dynamic={"at": [0.5]},
     )
     console = Console(record=True, width=140)

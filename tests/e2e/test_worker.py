@@ -258,7 +258,7 @@ def test_a_spooled_adapter_is_uploaded_before_its_report_after_a_restart(
 ) -> None:
     with api(server) as client:
         # One proxy trial (uniform), then its one confirmation run: the winner, whatever it scores.
-        search = submit(client, max_trials=1, confirm={"top_k": 1, "steps": 4, "seeds": 1})
+        search = submit(client, max_trials=1, confirm={"top_k": 1, "steps": 4, "seeds": 1, "recheck": 0})
         worker_info = {"worker": {"name": "crashed", "device": "cpu", "hostname": "h"}}
         proxy = client.post("/leases", json=worker_info).json()
         done = client.post(f"/leases/{proxy['lease_id']}/complete",

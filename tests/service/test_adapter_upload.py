@@ -56,7 +56,7 @@ def stored_adapters(api: Api) -> int:
 
 def test_the_winners_best_confirmation_run_keeps_its_adapter_and_exports_it(api: Api) -> None:
     search = api.submit(strategy="random", max_trials=3, parallelism=1, confirm={"top_k": 1, "steps": 50,
-                        "seeds": 2})  # fmt: skip
+                        "seeds": 2, "recheck": 0})  # fmt: skip
     run_proxies(api, (0.50, 0.70, 0.60))
     assert api.get(f"/searches/{search['id']}/export/peft/adapter").status_code == 404
     sent: dict[int, bytes] = {}
@@ -118,7 +118,12 @@ def lease_of(api: Api, trial_id: int) -> str:
     ],
 )
 def test_bad_uploads_are_refused_naming_the_part(api: Api, case: str, status: int, words: str) -> None:
-    api.submit(strategy="random", max_trials=1, parallelism=1, confirm={"top_k": 1, "steps": 50, "seeds": 1})
+    api.submit(
+        strategy="random",
+        max_trials=1,
+        parallelism=1,
+        confirm={"top_k": 1, "steps": 50, "seeds": 1, "recheck": 0},
+    )
     job = api.claim()
     assert job is not None
     if case != "proxy trial":

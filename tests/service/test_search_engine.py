@@ -126,7 +126,7 @@ def test_confirmation_reruns_the_best_and_uniform_and_names_the_winner(api: Api)
         strategy="random",
         max_trials=5,
         parallelism=2,
-        confirm={"top_k": 2, "steps": 700, "seeds": 2},
+        confirm={"top_k": 2, "steps": 700, "seeds": 2, "recheck": 0},
     )
     proxies = {}
     for accuracy in (0.50, 0.60, 0.80, 0.70, 0.55):
@@ -195,7 +195,10 @@ def test_rechecks_rerun_the_best_proxies_and_the_confirmation_ranks_by_their_mea
 
 def test_confirmation_with_outcomes_reports_the_paired_interval(api: Api) -> None:
     search = api.submit(
-        strategy="random", max_trials=3, parallelism=1, confirm={"top_k": 1, "steps": 50, "seeds": 2}
+        strategy="random",
+        max_trials=3,
+        parallelism=1,
+        confirm={"top_k": 1, "steps": 50, "seeds": 2, "recheck": 0},
     )
     for accuracy in (0.5, 0.9, 0.6):
         run_trial(api, accuracy)

@@ -122,3 +122,14 @@ def test_perfmodel_screens_by_default_but_a_stored_search_keeps_what_it_was_crea
     stored = {**SearchCreate.model_validate(default).model_dump(), "screen": None}  # created before then
     assert SearchCreate.model_validate(stored, context={"stored": True}).screen is None
     assert SearchCreate.model_validate({**SPEC, "strategy": "random"}).screen is None
+
+
+def test_confirmation_rechecks_three_by_default_but_a_stored_search_keeps_none() -> None:
+    from ranktune.service.schemas.spec import DEFAULT_RECHECK, SearchCreate
+
+    confirmed = {**SPEC, "confirm": {"top_k": 1, "steps": 50, "seeds": 2}}
+    assert SearchCreate.model_validate(confirmed).confirm.recheck == DEFAULT_RECHECK == 3
+    assert SearchCreate.model_validate({**SPEC, "confirm": {"recheck": 0}}).confirm.recheck == 0
+    stored = {**confirmed}  # a spec written before rechecks existed has no key
+    assert SearchCreate.model_validate(stored, context={"stored": True}).confirm.recheck == 0
+    assert SearchCreate.model_validate(SPEC).confirm is None  # no confirmation, nothing to recheck

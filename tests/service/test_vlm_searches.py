@@ -44,7 +44,8 @@ def test_a_vlm_search_runs_confirms_and_exports(
     api, _ = sqlite_api
     data, model = write_vqa_data(tmp_path / "data"), VLM_DIRS[family](tmp_path / family)
     search = api.submit(model=str(model), task=str(data), strategy="perfmodel", max_trials=3, parallelism=1,
-                        performance_model={"min_trials": 2}, confirm={"top_k": 1, "steps": 2, "seeds": 1},
+                        performance_model={"min_trials": 2},
+                        confirm={"top_k": 1, "steps": 2, "seeds": 1, "recheck": 0},
                         **SMALL)  # fmt: skip
     assert search["site_count"] > 0
     worker = Worker(WorkerOptions(server="http://testserver", device="cpu", spool_dir=tmp_path / "spool"))

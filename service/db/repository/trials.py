@@ -163,10 +163,10 @@ def top_up(
 def _recheck_plan(session: Session, search: Search, spec: SearchCreate) -> list[TrialRecord]:
     """The proxy trials ``confirm.recheck`` re-runs with another seed, from the search's own proxy
     trials (not the rechecks: the plan stays the same while they run)."""
-    if spec.confirm is None or spec.confirm.recheck == 0:
+    if spec.confirm is None or spec.confirm.rechecks() == 0:
         return []
     own = [t for t in trial_records(session, search.id) if t.number < search.max_trials]
-    return confirm.recheck_plan(own, spec.confirm.recheck, spec.objective.direction)
+    return confirm.recheck_plan(own, spec.confirm.rechecks(), spec.objective.direction)
 
 
 def _queue_rechecks(
