@@ -86,17 +86,48 @@ DEFAULT_VARIANTS = (
 )
 
 
-def reference(bench: TaskBench, full_steps: int) -> dict[tuple[int, ...], list[float]]:
-    """Ranks → full-length test scores of every LoRA schedule in the store, at the bench's lr/batch."""
+def reference(bench: TaskBench, full_steps: int,
+              seeds: Sequence[int] | None = None) -> dict[tuple[int, ...], dict[int, float]]:  # fmt: skip
+    """Ranks → {seed: full-length test score} of every LoRA schedule in the store, at the bench's
+    lr/batch (only ``seeds`` where given)."""
     probe = json.loads(bench.runner.lora_key((), 0, full_steps, "test"))
-    found: dict[tuple[int, ...], list[float]] = {}
+    found: dict[tuple[int, ...], dict[int, float]] = {}
     for record in bench.store.records.values():
         key = json.loads(record["key"])
         ranks = key.pop("ranks", None)
-        key.pop("seed")
+        seed = key.pop("seed")
+        if seeds is not None and seed not in seeds:
+            continue
         if ranks is not None and key == {k: v for k, v in probe.items() if k not in ("ranks", "seed")}:
-            found.setdefault(tuple(ranks), []).append(float(record["metric"]))
+            found.setdefault(tuple(ranks), {})[seed] = float(record["metric"])
     return dict(sorted(found.items()))
+
+
+def paired_reference(bench: TaskBench, full_steps: int, seeds: Sequence[int], limit: int | None,
+                     jobs: int, threads: int) -> dict[tuple[int, ...], dict[int, float]]:  # fmt: skip
+    """The reference on the same full-length ``seeds`` for every schedule: a seed's luck moves every
+    schedule it trains (on tweets, seeds 1000 and 1001 differ by more than the schedules do), so
+    schedules scored on different seeds do not compare. Takes the ``limit`` schedules the store holds
+    with the most of those seeds (the missing runs cost least) and trains their missing runs on test."""
+    held = reference(bench, full_steps, seeds)
+    order = sorted(held, key=lambda ranks: -len(held[ranks]))  # stable: ties keep the ranks order
+    chosen = sorted(order[:limit])
+    missing = [(ranks, seed) for ranks in chosen for seed in seeds if seed not in held[ranks]]
+    if missing:
+        calls = [(train_job, (ranks, seed, full_steps, "test")) for ranks, seed in missing]
+        if jobs > 1:
+            in_pool(bench, "full-length seeds", calls)
+        else:
+            from ranktune.search.schedule import RankSchedule
+
+            with bench.bar("full-length seeds", len(missing)) as bar:
+                for ranks, seed in missing:
+                    bench.runner.metric(RankSchedule(bench.space.sites, ranks, bench.space.alpha),
+                                        seed, full_steps, "test")  # fmt: skip
+                    bar.update(1)
+        bench.store.refresh()
+    done = reference(bench, full_steps, seeds)
+    return {ranks: done[ranks] for ranks in chosen}
 
 
 def proxy_scores(bench: TaskBench, variant: Variant, schedules: Sequence[tuple[int, ...]],
@@ -164,11 +195,18 @@ def tower_shares(bench: TaskBench, schedules: Sequence[tuple[int, ...]]) -> dict
 
 
 def run(task: str, variants: Sequence[Variant], store: Path, full_steps: int = 600, jobs: int = 1,
-        threads: int = 1, progress: bool = True, limit: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Every variant on the store's full-length schedules of ``task`` (the first ``limit`` of them)."""
-    bench = TaskBench(task, Config(tasks=(task,)), progress=progress, store=RunStore(store))
-    full_by = reference(bench, full_steps)
-    schedules = list(full_by)[:limit]
+        threads: int = 1, progress: bool = True, limit: int | None = None,
+        full_seeds: Sequence[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every variant on the store's full-length schedules of ``task`` (the first ``limit`` of them);
+    with ``full_seeds``, on schedules scored on exactly those seeds (missing runs trained)."""
+    bench = TaskBench(task, Config(tasks=(task,)), progress=progress, store=RunStore(store), jobs=jobs,
+                      threads=threads)  # fmt: skip
+    if full_seeds:
+        scored = paired_reference(bench, full_steps, full_seeds, limit, jobs, threads)
+    else:
+        scored = dict(list(reference(bench, full_steps).items())[:limit])
+    full_by = {ranks: list(by_seed.values()) for ranks, by_seed in scored.items()}
+    schedules = list(full_by)
     if len(schedules) < 3:
         raise SystemExit(
             f"{store}: {len(schedules)} schedules at {full_steps} steps on test; need 3 or more "
@@ -187,8 +225,13 @@ def run(task: str, variants: Sequence[Variant], store: Path, full_steps: int = 6
         if scores.shape[1] > 1:
             row["seed_spearman"] = corr(scores[:, 0], scores[:, 1])
         rows.append(row | {"proxy": proxy.tolist()})
+    pair = list(full_seeds or [])[:2]
+    by_seed = [np.array([scored[s][seed] for s in schedules]) for seed in pair]
+    seed_rho = corr(*by_seed) if len(pair) == 2 else None
     return {
         "task": task, "full_steps": full_steps, "schedules": len(schedules),
+        "full_seed_list": list(full_seeds or []),
+        "full_seed_spearman": seed_rho,
         "full_seeds": statistics.mean(len(full_by[s]) for s in schedules),
         "full": full.tolist(), "best_full": float(np.sort(full)[-TOP:].mean()),
         "full_seed_std": statistics.mean(statistics.stdev(v) for v in repeated) if repeated else None,
@@ -248,8 +291,16 @@ def render(results: dict[str, Any]) -> str:
 def seed_noise(results: dict[str, Any]) -> str:
     if not results.get("full_seed_std"):
         return ""
-    return f", std across seeds of one schedule {100 * results['full_seed_std']:.1f} points (mean over the " \
+    text = f", std across seeds of one schedule {100 * results['full_seed_std']:.1f} points (mean over the " \
         f"{results['full_repeated']} schedules run with several seeds)"  # fmt: skip
+    if results.get("full_seed_spearman") is not None:
+        seeds = results["full_seed_list"]
+        rho = signed(results["full_seed_spearman"])
+        text += (
+            f"; every schedule on seeds {', '.join(map(str, seeds))}, and the full-length runs' own "
+            f"seed vs seed Spearman (seeds {seeds[0]} and {seeds[1]}) is {rho}"
+        )
+    return text
 
 
 def signed(value: float) -> str:
@@ -264,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--variant", action="append", type=Variant.parse,
                         help="label:steps=N,lr=X,seeds=A+B (repeat; the first is the baseline)")  # fmt: skip
     parser.add_argument("--limit", type=int, help="only the first N reference schedules")
+    parser.add_argument("--full-seeds", type=lambda text: [int(s) for s in text.split(",")],
+                        help="score every schedule on these full-length seeds (e.g. 1000,1001), "
+                        "training the missing runs")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
@@ -277,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)  # part of every store key, as in search_quality.py
         figures = run(args.task, args.variant or DEFAULT_VARIANTS, args.store, args.full_steps, args.jobs,
-                      args.threads, limit=args.limit)  # fmt: skip
+                      args.threads, limit=args.limit, full_seeds=args.full_seeds)  # fmt: skip
         command = [".venv/bin/python", "bench/proxy_fidelity.py", *(sys.argv[1:] if argv is None else argv)]
         results = {"command": shlex.join(command), "date": datetime.date.today().isoformat(),
                    "machine": machine(), "threads": args.threads, "jobs": args.jobs, "level": LEVEL,

@@ -73,3 +73,27 @@ def test_variants_are_scored_on_stored_full_length_runs(tmp_path: Path, one_torc
                                   "jobs": 1})  # fmt: skip
     assert "| two seeds |" in text and "3 LoRA schedules" in text and "| 1.00x |" in text
     assert "| score | vision share | projector share | language share |" in text
+
+
+@pytest.mark.slow
+def test_full_length_seeds_are_paired_across_schedules(tmp_path: Path, one_torch_thread: None) -> None:
+    path = tmp_path / "runs.jsonl"
+    bench = TaskBench("tiny-vlm", Config(tasks=("tiny-vlm",)), progress=False, store=RunStore(path))
+    uniform = bench.space.uniform().ranks
+    held = {(4,) * 54: (1000, 1001), (2,) * 54: (1001,), (1,) * 54: (1000,), uniform: (1000,)}
+    for r, seeds in held.items():  # as searches confirm: each its own seed, one schedule on both
+        for seed in seeds:
+            bench.runner.metric(RankSchedule(bench.space.sites, r, bench.space.alpha), seed, 4, "test")
+    before = path.read_text().count("\n")
+
+    results = fidelity_bench.run("tiny-vlm", [Variant("one", steps=2)], path, full_steps=4, progress=False,
+                                 limit=3, full_seeds=(1000, 1001))  # fmt: skip
+    keys = [json.loads(json.loads(line)["key"]) for line in path.read_text().splitlines()[before:]]
+    full = sorted((k["ranks"][0], k["seed"]) for k in keys if k["split"] == "test")
+    # the schedule holding both seeds first, then the others in ranks order; each given the seed it lacked
+    assert full == [(1, 1001), (2, 1000)]
+    assert results["schedules"] == 3 and results["full_seeds"] == 2
+    assert results["full_seed_list"] == [1000, 1001] and results["full_repeated"] == 3
+    text = fidelity_bench.render({**results, "command": "cmd", "date": "d", "machine": "m", "threads": 1,
+                                  "jobs": 1})  # fmt: skip
+    assert "every schedule on seeds 1000, 1001" in text
