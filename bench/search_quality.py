@@ -77,6 +77,7 @@ from bench.search_quality_common import (
     objective,
     probe_length,
     rungs,
+    trial_start,
 )
 from bench.search_quality_probe import probe_cost
 from bench.search_quality_runs import RunStore
@@ -101,8 +102,9 @@ def confirmed_runs(bench: TaskBench, schedule: RankSchedule, search_seed: int) -
     return runs
 
 
-def seconds_of(bench: TaskBench, ranks: tuple[int, ...], seed: int, steps: int, split: str) -> float:
-    record = bench.store.get(bench.runner.lora_key(ranks, seed, steps, split))
+def seconds_of(bench: TaskBench, ranks: tuple[int, ...], seed: int, steps: int, split: str,
+               start: int = 0) -> float:  # fmt: skip
+    record = bench.store.get(bench.runner.lora_key(ranks, seed, steps, split, start))
     return float(record["wall_s"]) if record else 0.0
 
 
@@ -124,8 +126,10 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
             k: v for seed, b in best.items() for k, v in confirmed_runs(bench, b.schedule, seed).items()
         }
         paired = paired_gain(best_runs, uniform_runs)
-        proxy_s = sum(seconds_of(bench, t.schedule.ranks, t.proxy_seed, bench.trial_steps(t), "val")
-                      for h in by_seed.values() for t in h)  # fmt: skip
+        starts = {seed: [trial_start(t, h, c) for t in h] for seed, h in by_seed.items()}
+        proxy_s = sum(seconds_of(bench, t.schedule.ranks, t.proxy_seed, bench.trial_steps(t), "val", start)
+                      for seed, h in by_seed.items()
+                      for t, start in zip(h, starts[seed], strict=True))  # fmt: skip
         probes = {seed: probe_cost(bench.runner, bench.space, seed, probe_length(c)) if has_probe(strategy)
                   else (0.0, 0) for seed in by_seed}  # fmt: skip
         proxy_s += sum(seconds for seconds, _ in probes.values())
@@ -144,13 +148,15 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
             "paired": paired.to_json() if paired else None,
             "compute": {"proxy_s": proxy_s, "confirm_s": confirm_s, "full_run_s": full_run_s,
                         "full_runs": per_search / full_run_s if full_run_s else None},
-            "proxy_steps": {seed: sum(bench.trial_steps(t) for t in h) + probes[seed][1]
-                            for seed, h in by_seed.items()},
+            "proxy_steps": {seed: sum(bench.trial_steps(t) for t in h) - sum(starts[seed]) + probes[seed][1]
+                            for seed, h in by_seed.items()},  # trained steps: a resumed run's added ones
             "probe_steps": {seed: probes[seed][1] for seed in by_seed} if has_probe(strategy) else None,
             "confirms": {seed: sorted({r.confirms for r in plans[(strategy, seed)]}) for seed in by_seed},
             "trials": {seed: [{"number": t.number, "ranks": t.schedule.ranks, "seed": t.proxy_seed,
                                "objective": t.objective, "rung": t.rung, "config": t.config_number,
-                               "steps": bench.trial_steps(t)} for t in h] for seed, h in by_seed.items()},
+                               "steps": bench.trial_steps(t), "start": start}
+                              for t, start in zip(h, starts[seed], strict=True)]
+                       for seed, h in by_seed.items()},
         }  # fmt: skip
         fidelity = rungs(c)
         if is_asha(strategy) and fidelity is not None:
@@ -160,6 +166,7 @@ def strategy_figures(bench: TaskBench) -> dict[str, Any]:
                 "counts": {seed: [sum(t.rung == r for t in h) for r in range(len(fidelity.rungs))]
                            for seed, h in by_seed.items()},
                 "best_rung": {seed: b.rung for seed, b in best.items()},
+                "resumed": c.resume,
             }  # fmt: skip
     return {"uniform_confirmed": mean_std(baseline), "strategies": figures}
 
@@ -281,6 +288,8 @@ def config_from(args: argparse.Namespace) -> Config:
     if asha and values["fidelity"] is None:
         raise SystemExit(f"--strategies: {', '.join(asha)} search(es) over rungs: give --fidelity "
                          "MIN:MAX:ETA (e.g. 67:600:3)")  # fmt: skip
+    if values["resume"] and not asha:
+        raise SystemExit("--resume: only the promotions of +asha strategies go on from a rung below")
     if values["fidelity"] is not None and not asha:
         raise SystemExit("--fidelity: only +asha strategies use it; add one to --strategies "
                          f"(e.g. {ASHA_STRATEGIES[0]})")  # fmt: skip
@@ -300,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for flag in ("trials", "seeds", "steps", "confirm-steps", "confirm-seeds", "top-k", "rank-schedules"):
         parser.add_argument(f"--{flag}", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--resume", action="store_true", default=None, help="a +asha promotion goes on "
+                        "from its rung below's training state, as the service's fidelity.resume (default: "
+                        "trains from the start)")  # fmt: skip
     parser.add_argument("--recheck", type=int, help="proxies a +recheck search re-runs with another seed "
                         "before confirmation, ranked by their mean (default 3)")  # fmt: skip
     parser.add_argument("--budget-rank", type=int, help="the budget: uniform LoRA of this rank on every "

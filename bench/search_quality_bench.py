@@ -27,6 +27,8 @@ from bench.search_quality_common import (
     objective,
     probe_length,
     proxy_budget,
+    rungs,
+    trial_start,
     trial_steps,
 )
 from bench.search_quality_runs import RunStore, in_pool, run_key
@@ -63,8 +65,10 @@ class Runner:
                        torch=torch.__version__, threads=torch.get_num_threads(), base=self.base,
                        data=self.data, **what)  # fmt: skip
 
-    def lora_key(self, ranks: tuple[int, ...], seed: int, steps: int, split: str) -> str:
-        return self.key(method="lora", ranks=list(ranks), seed=seed, steps=steps, split=split)
+    def lora_key(self, ranks: tuple[int, ...], seed: int, steps: int, split: str, start: int = 0) -> str:
+        """A LoRA run's key; ``start`` > 0: a run that went on from the one of ``start`` steps."""
+        resumed = {"start": start} if start else {}
+        return self.key(method="lora", ranks=list(ranks), seed=seed, steps=steps, split=split, **resumed)
 
     def recall(self, key: str, train: Callable[[], tuple[float, float, dict[str, Any]]]) -> dict[str, Any]:
         """The stored record of ``key``, trained (``train`` gives metric, seconds, extra) if missing."""
@@ -78,22 +82,54 @@ class Runner:
             self.runs, self.seconds = self.runs + 1, self.seconds + float(record["wall_s"])
         return record
 
-    def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str) -> float:
-        def train() -> tuple[float, float, dict[str, Any]]:
-            from ranktune.trainer.adapters import AdapterMethod
-            from ranktune.trainer.proxy import ProxySettings, proxy_finetune
+    def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str, start: int = 0,
+               keep_state: bool = False) -> float:  # fmt: skip
+        """The run's metric (trained if the store lacks it). ``start``: go on from the state of this
+        schedule's ``start``-step run (a resumed +asha promotion); ``keep_state``: keep this run's state
+        for a promotion to go on from."""
+        key = self.lora_key(schedule.ranks, seed, steps, split, start)
 
-            c = self.config
-            settings = ProxySettings(steps=steps, lr=c.lr, batch_size=c.batch_size, seed=seed)
-            result = proxy_finetune(self.task, schedule, AdapterMethod("lora"), settings, device=c.device,
-                                    eval_split=split, on_step=self.show_step)  # fmt: skip
+        def train() -> tuple[float, float, dict[str, Any]]:
+            begin = self.state(schedule, seed, start, split) if start else None
+            result = self.finetune(schedule, seed, steps, split, begin, keep_state)
+            if result.state is not None:
+                self.store.put_state(key, result.state.to_bytes())
             kept = split == "test" and result.outcomes is not None  # confirmations: paired statistics
             extra = {"outcomes": result.to_json()["outcomes"]} if kept else {}
             return result.metric, result.wall_time_s, extra
 
-        value = float(self.recall(self.lora_key(schedule.ranks, seed, steps, split), train)["metric"])
+        value = float(self.recall(key, train)["metric"])
         self.cache[(schedule, seed, steps, split)] = value
         return value
+
+    def finetune(self, schedule: RankSchedule, seed: int, steps: int, split: str, start: Any,
+                 keep_state: bool) -> Any:  # fmt: skip
+        from ranktune.trainer.adapters import AdapterMethod
+        from ranktune.trainer.proxy import ProxySettings, proxy_finetune
+
+        c = self.config
+        settings = ProxySettings(steps=steps, lr=c.lr, batch_size=c.batch_size, seed=seed)
+        return proxy_finetune(self.task, schedule, AdapterMethod("lora"), settings, device=c.device,
+                              eval_split=split, on_step=self.show_step, start=start,
+                              keep_state=keep_state)  # fmt: skip
+
+    def state(self, schedule: RankSchedule, seed: int, steps: int, split: str) -> Any:
+        """The training state at the end of the ``steps``-step run of a resume chain (its own start is
+        the rung below on the config's ladder). Where the store has no state for it (its run finished
+        before states were kept, or in another store) the chain is trained again for it, off the books:
+        on CPU that run is bit-for-bit the stored one."""
+        from ranktune.trainer.resume import TrainState
+
+        ladder = rungs(self.config)
+        below = ladder.rungs[ladder.rungs.index(steps) - 1] if ladder and steps in ladder.rungs[1:] else 0
+        key = self.lora_key(schedule.ranks, seed, steps, split, below)
+        data = self.store.get_state(key)
+        if data is None:
+            begin = self.state(schedule, seed, below, split) if below else None
+            result = self.finetune(schedule, seed, steps, split, begin, keep_state=True)
+            data = result.state.to_bytes()
+            self.store.put_state(key, data)
+        return TrainState.from_bytes(data)
 
     def show_step(self, step: int, loss: float) -> None:
         if self.bar is not None and step % 25 == 0:
@@ -154,11 +190,13 @@ def run_search(runner: Runner, context: SearchContext, strategy: str, bar: Any) 
         number = len(history)
         p = propose_next(get_proposer(proposer), context, number, tuple(history))
         steps = p.steps or runner.config.steps
-        value = runner.metric(p.schedule, p.proxy_seed, steps, "val")
-        history.append(TrialRecord(number, "succeeded", p.schedule, p.proxy_seed, value,
-                                   {context.metric: value}, p.vector, rung=p.rung, config=p.config,
-                                   steps=p.steps))  # fmt: skip
-        spent += steps
+        trial = TrialRecord(number, "succeeded", p.schedule, p.proxy_seed, None, {}, p.vector, rung=p.rung,
+                            config=p.config, steps=p.steps)  # fmt: skip
+        start = trial_start(trial, history, runner.config)
+        keep = runner.config.resume and context.fidelity is not None and p.rung < context.fidelity.top
+        value = runner.metric(p.schedule, p.proxy_seed, steps, "val", start=start, keep_state=keep)
+        history.append(replace(trial, objective=value, metrics={context.metric: value}))
+        spent += steps - start  # a resumed promotion trains only the steps its rung adds
         best = f"{objective(proxy_best(history)):.3f}"
         bar.set_postfix(trial=number, val=f"{value:.3f}", best=best, **({"rung": p.rung} if multi else {}))
         bar.update(steps if multi else 1)
@@ -250,7 +288,8 @@ class TaskBench:
         for (strategy, seed), history in ((p, done[p]) for p in pairs):
             self.histories.setdefault(strategy, {})[seed] = history
             for t in history:  # recalled from the store: the runner counts what the figures rest on
-                self.runner.metric(t.schedule, t.proxy_seed, self.trial_steps(t), "val")
+                self.runner.metric(t.schedule, t.proxy_seed, self.trial_steps(t), "val",
+                                   start=trial_start(t, history, self.config))  # fmt: skip
 
     def known_runs(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[tuple[int, ...], int, int]]:
         """(ranks, proxy seed, steps) of every proposal that needs no finished trial, each once, in order.

@@ -52,6 +52,7 @@ class Config:
     fidelity: tuple[int, int, int] | None = None  # (min steps, max steps, eta) of the +asha strategies
     budget_rank: int = BUDGET_RANK  # the budget: uniform LoRA of this rank on every site
     recheck: int = 3  # proxies a +recheck search re-runs before confirmation (spec confirm.recheck)
+    resume: bool = False  # +asha promotions go on from the rung below's training state (fidelity.resume)
 
 
 FULL = Config()  # the issue's protocol
@@ -106,6 +107,18 @@ def proxy_budget(config: Config) -> int:
 def trial_steps(trial: TrialRecord, config: Config) -> int:
     """The steps a proxy trial trained: its rung's in a +asha search, else ``config.steps``."""
     return trial.steps or config.steps
+
+
+def trial_start(trial: TrialRecord, history: Sequence[TrialRecord], config: Config) -> int:
+    """The steps a +asha promotion went on from with ``Config.resume``: its rung below's, where the
+    search ran the same schedule (config number) with the same seed there, as the service's worker
+    resumes; 0 for a run from scratch (a lowest rung, a recheck with its own seed, no resume)."""
+    fidelity = rungs(config)
+    if not config.resume or fidelity is None or trial.steps is None or trial.rung <= 0:
+        return 0
+    below = [t for t in history if t.number < trial.number and t.rung == trial.rung - 1
+             and t.config_number == trial.config_number and t.proxy_seed == trial.proxy_seed]  # fmt: skip
+    return fidelity.steps(trial.rung - 1) if below else 0
 
 
 def objective(trial: TrialRecord) -> float:

@@ -76,10 +76,17 @@ def resume_note(rungs: dict[str, Any]) -> str:
     totals = [sum(fidelity.full_run_equivalents(c, resume=r) for c in counts) for r in (False, True)]
     if not totals[0]:
         return ""
+    per_search = [total / len(rungs["counts"]) for total in totals]
+    saved = 100 * (1 - totals[1] / totals[0])
+    if rungs.get("resumed"):
+        return (
+            f" Promotions went on from the rung below's training state (`--resume`): {per_search[1]:.1f} "
+            f"top-rung runs of training per search, against {per_search[0]:.1f} from scratch "
+            f"({saved:.0f}% less)."
+        )
     return (
         f" Promotions train from scratch; resumed from their checkpoints these rung runs would cost "
-        f"{totals[1] / len(rungs['counts']):.1f} instead of {totals[0] / len(rungs['counts']):.1f} "
-        f"top-rung runs per search ({100 * (1 - totals[1] / totals[0]):.0f}% less)."
+        f"{per_search[1]:.1f} instead of {per_search[0]:.1f} top-rung runs per search ({saved:.0f}% less)."
     )
 
 

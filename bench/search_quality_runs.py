@@ -13,6 +13,7 @@ progress.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ class RunStore:
     path: Path | None = None
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     _offset: int = 0
+    _states: dict[str, bytes] = field(default_factory=dict)  # training states, where there is no path
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -76,6 +78,30 @@ class RunStore:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def state_path(self, key: str) -> Path | None:
+        """Where the training state at the end of ``key``'s run is kept (beside the store, one file per
+        run: what a +asha promotion goes on from with ``--resume``); ``None`` for a store in memory."""
+        if self.path is None:
+            return None
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.path.with_name(self.path.name + ".states") / f"{name}.pt"
+
+    def put_state(self, key: str, data: bytes) -> None:
+        path = self.state_path(key)
+        if path is None:
+            self._states[key] = data
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.part")  # whole or absent: renamed once written
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+    def get_state(self, key: str) -> bytes | None:
+        path = self.state_path(key)
+        if path is None:
+            return self._states.get(key)
+        return path.read_bytes() if path.exists() else None
 
 
 @contextlib.contextmanager

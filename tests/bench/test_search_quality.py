@@ -212,6 +212,41 @@ def test_an_asha_search_runs_compute_matched_beside_random(
     assert f"would cost {resumed:.1f} instead of {scratch:.1f} top-rung runs per search" in text
 
 
+def test_resumed_promotions_go_on_from_the_rung_below_and_spend_only_the_added_steps(
+    tmp_path: Path, one_torch_thread: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, out = tmp_path / "runs.jsonl", tmp_path / "results.json"
+    flags = [*ASHA_FLAGS, "--strategies", "random+asha", "--resume", "--store", str(store)]
+    bench.main([*flags, "--json", str(out)])
+    asha = json.loads(out.read_text())["tasks"]["tiny-vlm"]["strategies"]["random+asha"]
+    (trials,) = asha["trials"].values()
+    rungs = [4, 8, 16]
+    promoted = [t for t in trials if t["rung"] > 0]
+    assert promoted and all(t["start"] == 0 for t in trials if t["rung"] == 0)
+    assert all(t["start"] == rungs[t["rung"] - 1] for t in promoted)  # each found its rung below
+    # Compute-matched on trained steps: a promotion spends only what its rung adds.
+    trained = [t["steps"] - t["start"] for t in trials]
+    assert asha["proxy_steps"] == {"0": sum(trained)} and 48 <= sum(trained) < 48 + rungs[-1]
+    keys = [json.loads(json.loads(line)["key"]) for line in store.read_text().splitlines()]
+    resumed = {(tuple(k["ranks"]), k["seed"], k["steps"], k["start"]) for k in keys if "start" in k}
+    assert resumed == {(tuple(t["ranks"]), t["seed"], t["steps"], t["start"]) for t in promoted}
+    states = list((tmp_path / "runs.jsonl.states").glob("*.pt"))
+    assert len(states) == sum(t["rung"] < 2 for t in trials)  # every run below the top rung kept one
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Promotions went on from the rung below's training state (`--resume`)" in text
+
+    # A rerun replays the store; the states are only needed to train a missing promotion.
+    for state in states:
+        state.unlink()
+    lines = store.read_text().count("\n")
+    bench.main([*flags, "--json", str(tmp_path / "again.json")])
+    assert store.read_text().count("\n") == lines
+    again = json.loads((tmp_path / "again.json").read_text())["tasks"]["tiny-vlm"]["strategies"]
+    assert again["random+asha"]["trials"] == asha["trials"]
+    with pytest.raises(SystemExit, match="--resume: only the promotions of \\+asha"):
+        bench.config_from(argparse.Namespace(quick=True, no_adalora=False, no_eva=False, resume=True))
+
+
 def test_asha_labels_need_a_fidelity(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match=r"random\+asha .*give --fidelity MIN:MAX:ETA"):
         bench.main(["--quick", "--strategies", "random,random+asha"])
@@ -235,7 +270,8 @@ class SyntheticRunner:
         self.config, self.calls = config, []
         self.weights = np.linspace(-1.0, 1.0, sites)
 
-    def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str) -> float:
+    def metric(self, schedule: RankSchedule, seed: int, steps: int, split: str, start: int = 0,
+               keep_state: bool = False) -> float:  # fmt: skip
         self.calls.append((schedule.ranks, seed, steps, split))
         return float(0.5 + 1e-3 * self.weights @ np.asarray(schedule.ranks) + 0.01 * math.log(steps))
 
