@@ -113,19 +113,14 @@ def paired_reference(bench: TaskBench, full_steps: int, seeds: Sequence[int], li
     order = sorted(held, key=lambda ranks: -len(held[ranks]))  # stable: ties keep the ranks order
     chosen = sorted(order[:limit])
     missing = [(ranks, seed) for ranks in chosen for seed in seeds if seed not in held[ranks]]
-    if missing:
+    if jobs > 1 and missing:
         calls = [(train_job, (ranks, seed, full_steps, "test")) for ranks, seed in missing]
-        if jobs > 1:
-            in_pool(bench, "full-length seeds", calls)
-        else:
-            from ranktune.search.schedule import RankSchedule
+        in_pool(bench, "full-length seeds", calls)
+    from ranktune.search.schedule import RankSchedule
 
-            with bench.bar("full-length seeds", len(missing)) as bar:
-                for ranks, seed in missing:
-                    bench.runner.metric(RankSchedule(bench.space.sites, ranks, bench.space.alpha),
-                                        seed, full_steps, "test")  # fmt: skip
-                    bar.update(1)
-        bench.store.refresh()
+    for ranks, seed in missing:  # in this process with one job; recalled from the store after the pool
+        schedule = RankSchedule(bench.space.sites, ranks, bench.space.alpha)
+        bench.runner.metric(schedule, seed, full_steps, "test")
     done = reference(bench, full_steps, seeds)
     return {ranks: done[ranks] for ranks in chosen}
 

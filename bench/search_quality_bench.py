@@ -199,7 +199,7 @@ def run_search(runner: Runner, context: SearchContext, strategy: str, bar: Any) 
         spent += steps - start  # a resumed promotion trains only the steps its rung adds
         best = f"{objective(proxy_best(history)):.3f}"
         bar.set_postfix(trial=number, val=f"{value:.3f}", best=best, **({"rung": p.rung} if multi else {}))
-        bar.update(steps if multi else 1)
+        bar.update(steps - start if multi else 1)
     if has_recheck(strategy):  # as the service's confirm.recheck: after the last proxy trial
         for again in recheck_plan(history, runner.config.recheck, "maximize"):
             value = runner.metric(again.schedule, again.proxy_seed, again.steps or runner.config.steps, "val")
