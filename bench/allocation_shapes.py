@@ -32,18 +32,28 @@ from bench.search_quality_runs import RunStore, in_pool, run_key
 DEFAULT_STORE = Path(__file__).resolve().parent / "runs" / "allocation_shapes.jsonl"
 ATTENTION = ("q", "k", "v", "o")
 
-Predicate = Callable[[Any], bool]
+Predicate = Callable[[Any, int], bool]  # (site, how many layers its tower has) -> the site is on the shape
 SHAPES: dict[str, Predicate | None] = {  # None: uniform
     "uniform": None,
-    "language": lambda s: s.tower == "language",
-    "vision+projector": lambda s: s.tower in ("vision", "projector"),
-    "attention": lambda s: s.kind in ATTENTION,  # q, k, v, o of every tower
-    "mlp": lambda s: s.kind not in ATTENTION,
-    "language-attention": lambda s: s.tower == "language" and s.kind in ATTENTION,
-    "language-mlp": lambda s: s.tower == "language" and s.kind not in ATTENTION,
-    "upper-layers": lambda s: s.layer is None or s.layer >= 2,  # and the projector
-    "lower-layers": lambda s: s.layer is None or s.layer < 2,
+    "language": lambda s, _: s.tower == "language",
+    "vision+projector": lambda s, _: s.tower in ("vision", "projector"),
+    "attention": lambda s, _: s.kind in ATTENTION,  # q, k, v, o of every tower
+    "mlp": lambda s, _: s.kind not in ATTENTION,
+    "language-attention": lambda s, _: s.tower == "language" and s.kind in ATTENTION,
+    "language-mlp": lambda s, _: s.tower == "language" and s.kind not in ATTENTION,
+    # the upper or lower half of each tower's layers (tiny VLM: 2 of 4, MiniLM: 3 of 6), and the projector
+    "upper-layers": lambda s, depth: s.layer is None or 2 * s.layer >= depth,
+    "lower-layers": lambda s, depth: s.layer is None or 2 * s.layer < depth,
 }
+
+
+def on_shape(sites: Sequence[Any], predicate: Predicate) -> list[bool]:
+    """Per site, whether ``predicate`` picks it (given the depth of the site's tower)."""
+    depth: dict[str, int] = {}
+    for site in sites:
+        if site.layer is not None:
+            depth[site.tower] = max(depth.get(site.tower, 0), site.layer + 1)
+    return [predicate(site, depth.get(site.tower, 0)) for site in sites]
 
 
 def shape_schedule(space: Any, predicate: Predicate | None) -> Any:
@@ -52,15 +62,16 @@ def shape_schedule(space: Any, predicate: Predicate | None) -> Any:
 
     if predicate is None:
         return space.uniform()
-    weights = np.asarray([1.0 if predicate(site) else 0.0 for site in space.sites])
-    return space.schedule_for_weights(weights)
+    return space.schedule_for_weights(np.asarray(on_shape(space.sites, predicate), dtype=float))
 
 
 def only_on_its_part(schedule: Any, predicate: Predicate | None) -> bool:
     """Whether every rank is on the shape's part: a part that cannot take the budget within the grid's
     97-100% band is blended towards uniform by the projection (a tilt towards the part instead)."""
-    return predicate is None or not any(r for s, r in zip(schedule.sites, schedule.ranks, strict=True)
-                                        if not predicate(s))  # fmt: skip
+    if predicate is None:
+        return True
+    picked = on_shape(schedule.sites, predicate)
+    return not any(r for on, r in zip(picked, schedule.ranks, strict=True) if not on)
 
 
 def shape_key(label: str, ranks: Sequence[int], seed: int, steps: int, split: str, lr: float) -> str:

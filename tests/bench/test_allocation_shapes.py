@@ -16,7 +16,8 @@ def test_every_shape_holds_the_budget_on_its_own_part() -> None:
     for name, picks in shapes.SHAPES.items():
         schedule = shapes.shape_schedule(space, picks)
         assert space.budget.admits(schedule.parameter_count), name
-        off = [r for s, r in zip(schedule.sites, schedule.ranks, strict=True) if picks and not picks(s)]
+        on = shapes.on_shape(schedule.sites, picks) if picks else [True] * len(schedule.sites)
+        off = [r for o, r in zip(on, schedule.ranks, strict=True) if not o]
         assert shapes.only_on_its_part(schedule, picks) == (not any(off)), name
     pure = [
         n for n, p in shapes.SHAPES.items() if shapes.only_on_its_part(shapes.shape_schedule(space, p), p)
@@ -24,6 +25,15 @@ def test_every_shape_holds_the_budget_on_its_own_part() -> None:
     # The language MLP (5,760 params per rank) cannot land within 97-100% of 30,400 on grid ranks 4 and 8.
     assert [n for n in shapes.SHAPES if n not in pure] == ["language-mlp"]
     assert shapes.shape_schedule(space, None) == space.uniform()
+
+
+def test_layer_halves_split_each_towers_own_depth() -> None:
+    # MiniLM has 6 layers: the halves are 0-2 and 3-5 (not the tiny VLM's 0-1 and 2-3).
+    space = make_space(*TASKS["tweets"], 2)
+    for name, layers in (("upper-layers", {3, 4, 5}), ("lower-layers", {0, 1, 2})):
+        schedule = shapes.shape_schedule(space, shapes.SHAPES[name])
+        assert {s.layer for s, r in zip(schedule.sites, schedule.ranks, strict=True) if r} == layers, name
+        assert space.budget.admits(schedule.parameter_count), name
 
 
 def test_shapes_are_trained_paired_and_a_rerun_trains_nothing(
