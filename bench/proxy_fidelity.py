@@ -273,28 +273,34 @@ def render(results: dict[str, Any]) -> str:
         "take longer).",
         "",
         table(header, rows),
-        "",
-        "What each one rewards: Spearman of a tower's share of the adapter parameters with the score.",
-        "",
-        table(["score", *(f"{t} share" for t in results["towers"])],
-              [[f"reference ({results['full_steps']} steps, test)", *map(signed, results["towers"].values())]]
-              + [[r["variant"]["label"], *map(signed, r["towers"].values())] for r in results["variants"]]),
-    ]  # fmt: skip
+    ]
+    shares = {f"reference ({results['full_steps']} steps, test)": results["towers"]}
+    shares.update((r["variant"]["label"], r["towers"]) for r in results["variants"])
+    if any(not math.isnan(v) for share in shares.values() for v in share.values()):  # one tower: no table
+        lines += [
+            "",
+            "What each one rewards: Spearman of a tower's share of the adapter parameters with the score.",
+            "",
+            table(
+                ["score", *(f"{t} share" for t in results["towers"])],
+                [[label, *map(signed, share.values())] for label, share in shares.items()],
+            ),
+        ]
     return "\n".join(lines)
 
 
 def seed_noise(results: dict[str, Any]) -> str:
-    if not results.get("full_seed_std"):
-        return ""
-    text = f", std across seeds of one schedule {100 * results['full_seed_std']:.1f} points (mean over the " \
-        f"{results['full_repeated']} schedules run with several seeds)"  # fmt: skip
-    if results.get("full_seed_spearman") is not None:
-        seeds = results["full_seed_list"]
-        rho = signed(results["full_seed_spearman"])
-        text += (
-            f"; every schedule on seeds {', '.join(map(str, seeds))}, and the full-length runs' own "
-            f"seed vs seed Spearman (seeds {seeds[0]} and {seeds[1]}) is {rho}"
-        )
+    text = ""
+    if results.get("full_seed_std"):
+        text = f", std across seeds of one schedule {100 * results['full_seed_std']:.1f} points (mean over " \
+            f"the {results['full_repeated']} schedules run with several seeds)"  # fmt: skip
+    seeds = results.get("full_seed_list")
+    if seeds:  # paired full-length seeds (--full-seeds), whether or not the runs' scores varied
+        text += f"; every schedule on seeds {', '.join(map(str, seeds))}"
+        if results.get("full_seed_spearman") is not None:
+            rho = signed(results["full_seed_spearman"])
+            pair = f"seeds {seeds[0]} and {seeds[1]}"
+            text += f", and the full-length runs' own seed vs seed Spearman ({pair}) is {rho}"
     return text
 
 

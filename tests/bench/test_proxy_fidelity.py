@@ -73,6 +73,11 @@ def test_variants_are_scored_on_stored_full_length_runs(tmp_path: Path, one_torc
                                   "jobs": 1})  # fmt: skip
     assert "| two seeds |" in text and "3 LoRA schedules" in text and "| 1.00x |" in text
     assert "| score | vision share | projector share | language share |" in text
+    nan = {"language": math.nan}  # a one-tower model (MiniLM): no share varies, so no table
+    one_tower = {**results, "towers": nan, "variants": [{**v, "towers": nan} for v in results["variants"]]}
+    text = fidelity_bench.render({**one_tower, "command": "cmd", "date": "d", "machine": "m", "threads": 1,
+                                  "jobs": 1})  # fmt: skip
+    assert "| two seeds |" in text and "What each one rewards" not in text
 
 
 @pytest.mark.slow
