@@ -25,7 +25,7 @@ CASCADE = "cascade"  # the service's strategy: perfmodel over rungs after the pr
 SCREEN = "+screen"  # a label's suffix: the search screens the coarse shapes first (search.screening)
 SCREEN_STRATEGIES = ("perfmodel" + SCREEN,)
 RECHECK = "+recheck"  # a label's last suffix: the best Config.recheck proxies re-run with another seed
-RECHECK_STRATEGIES = ("perfmodel" + RECHECK, "perfmodel" + SCREEN + RECHECK)
+RECHECK_STRATEGIES = ("perfmodel" + RECHECK, "perfmodel" + SCREEN + RECHECK, CASCADE + RECHECK)
 ASHA_STRATEGIES = (*(s + ASHA for s in STRATEGIES if s != "uniform"), "perfmodel" + ASHA + PROBE, CASCADE)
 GRID = (0, 2, 4, 8, 16, 32)
 BUDGET_RANK = 8

@@ -407,6 +407,10 @@ def test_a_recheck_label_reruns_the_best_proxies_and_plans_by_their_means() -> N
     checked = make_context(*common.TASKS["tiny-vlm"], "perfmodel+screen+recheck", 0, config, space)
     assert checked == plain, "the same search up to its last proxy trial"
     assert common.base_strategy("perfmodel+screen+recheck") == "perfmodel" and checked.screen
+    rungs = common.Config(tasks=("tiny-vlm",), trials=10, steps=12, fidelity=(4, 36, 3))
+    cascade = make_context(*common.TASKS["tiny-vlm"], "cascade+recheck", 0, rungs, space)
+    assert cascade == make_context(*common.TASKS["tiny-vlm"], "cascade", 0, rungs, space)
+    assert cascade.fidelity is not None and cascade.screen  # the service's cascade: rungs, probe, shapes
     runner = SyntheticRunner(config, len(space.sites))
     history = run_search(runner, plain, "perfmodel+screen", NoBar())  # type: ignore[arg-type]
     runner = SyntheticRunner(config, len(space.sites))
