@@ -80,10 +80,10 @@ def shape_key(label: str, ranks: Sequence[int], seed: int, steps: int, split: st
     from bench.search_quality_common import TASKS
     from bench.task_headroom import fingerprints
 
-    base, data = fingerprints(*TASKS[label])
+    base, data = fingerprints(*TASKS[label])  # threads: train_job trains on one thread
     return run_key(bench=f"{TASKS[label][0]}+{TASKS[label][1]}", method="lora", ranks=list(ranks),
                    seed=seed, steps=steps, split=split, lr=lr, batch_size=32, base=base, data=data,
-                   torch=torch.__version__, threads=torch.get_num_threads())  # fmt: skip
+                   torch=torch.__version__, threads=1)  # fmt: skip
 
 
 def train_job(label: str, ranks: tuple[int, ...], seed: int, steps: int, split: str, lr: float,

@@ -59,3 +59,17 @@ def test_shapes_are_trained_paired_and_a_rerun_trains_nothing(
     assert "| language-attention |" in text and "paired gain over uniform" in text
     with pytest.raises(SystemExit, match="--shapes: unknown nope"):
         shapes.main([*argv[:4], "--shapes", "nope"])
+
+
+def test_a_runs_key_does_not_depend_on_the_callers_torch_threads() -> None:
+    # Runs train on one thread (train_job); a caller with more threads must still find them in the store.
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = shapes.shape_key("fashion", (2,) * 54, 0, 10, "test", 1e-3)
+        torch.set_num_threads(1)
+        assert shapes.shape_key("fashion", (2,) * 54, 0, 10, "test", 1e-3) == two
+    finally:
+        torch.set_num_threads(before)
