@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from bench.search_quality_common import (
-    GRID,
     TASKS,
     Config,
     base_strategy,
+    grid_for,
     has_probe,
     has_recheck,
     has_screen,
@@ -149,7 +149,8 @@ def make_context(model: str, task: str, strategy: str, seed: int, config: Config
     proxy: dict[str, Any] = {"lr": config.lr, "batch_size": config.batch_size, "seed": seed}
     spec: dict[str, Any] = {
         "name": f"bench-{strategy}-{seed}", "model": model, "task": task, "strategy": base_strategy(strategy),
-        "budget": {"rank": config.budget_rank}, "space": {"grid": list(GRID)}, "max_trials": config.trials,
+        "budget": {"rank": config.budget_rank}, "space": {"grid": list(grid_for(config.budget_rank))},
+        "max_trials": config.trials,
         "proxy": {"steps": config.steps, **proxy},
     }  # fmt: skip
     if is_asha(strategy):

@@ -134,7 +134,13 @@ def make_space(model: str, task: str, budget_rank: int = BUDGET_RANK) -> Hierarc
     from ranktune.service.planning import build_space, select_towers, sites_for_search
 
     sites = select_towers(sites_for_search(model, task), None)
-    return build_space(sites, budget_rank=budget_rank, budget_params=None, grid=RankGrid(GRID))
+    grid = RankGrid(grid_for(budget_rank))
+    return build_space(sites, budget_rank=budget_rank, budget_params=None, grid=grid)
+
+
+def grid_for(budget_rank: int) -> tuple[int, ...]:
+    """The bench's grid, with the budget's own rank added when it is off it (rank 1: uniform is reachable)."""
+    return tuple(sorted({*GRID, budget_rank}))
 
 
 def adalora_init_r(budget_rank: int) -> int:

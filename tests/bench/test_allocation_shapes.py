@@ -73,3 +73,15 @@ def test_a_runs_key_does_not_depend_on_the_callers_torch_threads() -> None:
         assert shapes.shape_key("fashion", (2,) * 54, 0, 10, "test", 1e-3) == two
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_budget_rank_off_the_grid_joins_it() -> None:
+    from bench.search_quality_common import GRID, grid_for
+
+    assert grid_for(2) == GRID  # on the grid: the stored protocols' spaces are unchanged
+    space = make_space(*TASKS["fashion"], 1)
+    assert set(space.uniform().ranks) == {1} and space.budget.admits(space.uniform().parameter_count)
+    schedule = shapes.shape_schedule(space, shapes.SHAPES["language-attention"])
+    assert space.budget.admits(schedule.parameter_count) and shapes.only_on_its_part(
+        schedule, shapes.SHAPES["language-attention"]
+    )
