@@ -163,6 +163,8 @@ def measure(label: str, budget_rank: int, shapes: Sequence[str], seeds: Sequence
 
 
 def render(results: dict[str, Any], command: str) -> str:
+    from bench.search_quality_common import grid_for
+
     def ci(gain: dict[str, Any] | None) -> str:
         if gain is None or gain["ci"] is None:
             return "-"
@@ -185,9 +187,10 @@ def render(results: dict[str, Any], command: str) -> str:
                "paired gain over uniform [95% CI] (points)", "verdict"], body), "",
         f"Seeds {', '.join(map(str, r['seeds']))} (a seed sets the data order and the adapters' "
         f"initialisation, the same for every shape); lr {r['lr']:g}, batch 32, warmup and cosine decay. "
-        "Each shape goes through the search's projection onto the grid [0, 2, 4, 8, 16, 32] within "
-        "97-100% of the budget; a part that cannot take the whole budget within that band on the grid is "
-        "blended towards uniform by the projection (marked tilted).",
+        "Each shape goes through the search's projection onto the grid "
+        f"{list(grid_for(r['budget_rank']))} within 97-100% of the budget; a part that cannot take the "
+        "whole budget within that band on the grid is blended towards uniform by the projection (marked "
+        "tilted).",
     ]))  # fmt: skip
 
 
