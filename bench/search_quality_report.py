@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from bench.results_md import table, wrap, write_section
-from bench.search_quality_common import EVA_RHO, FULL, GRID, HYDRA_GAIN, Config, adalora_init_r
+from bench.search_quality_common import EVA_RHO, FULL, GRID, HYDRA_GAIN, Config, adalora_init_r, grid_for
 
 __all__ = ["quality_heading", "render_quality", "render_speed", "table", "wrap", "write_section"]
 
@@ -108,7 +108,7 @@ def render_task(name: str, r: dict[str, Any], c: Config) -> str:
     noise = r["uniform_proxy_over_seeds"]
     out = [f"### {name}: `{r['model']}` + `{r['task']}`", "",
            f"{r['sites']} sites, budget {r['budget_params']:,} params (uniform rank {rank}), grid "
-           f"{list(GRID)}.", "",
+           f"{list(grid_for(rank))}.", "",
            table(["strategy", f"proxy best of {c.trials} (val, %)", "its schedule confirmed (test, %)",
                   "gain over uniform (points)", "paired gain [95% CI] (points)",
                   "service result: best of top-k + uniform (test, %)",
